@@ -1,0 +1,23 @@
+"""The exceptions harness raises. Every message starts with ``harness:`` and names the fix."""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Base class of every error harness raises on purpose."""
+
+
+class ConfigError(HarnessError, ValueError):
+    """A setting has a bad value; the message names the option, its source and the fix."""
+
+
+class PortBlockError(HarnessError):
+    """No port could be had from this worker's block."""
+
+
+class SlotUnavailable(HarnessError):
+    """Every port-block slot on this host is held by a live process."""
+
+
+class TopicError(HarnessError, ValueError):
+    """A topic or filter breaks the MQTT rules or leaves the namespace."""

@@ -1,0 +1,141 @@
+"""The harness pytest plugin: options, hooks and fixtures only. Logic lives in one module per
+concept (worker, ports, topics, ...); this file wires them to pytest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from harness import ports, settings
+from harness import worker as worker_mod
+from harness.errors import ConfigError
+from harness.ports import PortBlock
+from harness.runtime import RUNTIME_KEY, Runtime, get_runtime, state_dir
+from harness.topics import TopicNamespace, node_token
+from harness.worker import WorkerIdentity
+
+
+class HarnessWarning(UserWarning):
+    """A harness setting or condition that deserves attention but does not stop the run."""
+
+
+# ---------------------------------------------------------------------------------------------
+# options and configuration
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    settings.add_options(parser)
+
+
+class XdistHooks:
+    """Registered only when pytest-xdist is loaded (controller side)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    @pytest.hookimpl
+    def pytest_configure_node(self, node: Any) -> None:
+        runtime = get_runtime(self.config)
+        node.workerinput["harness_run_id"] = runtime.run_id
+        node.workerinput["harness_shard"] = runtime.shard
+
+
+def _build_runtime(config: pytest.Config) -> Runtime:
+    base = settings.resolve("port-base", config)
+    size = settings.resolve("port-block-size", config)
+    for message in ports.validate(base, size):
+        config.issue_config_time_warning(HarnessWarning(message), stacklevel=2)
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and "harness_run_id" in workerinput:
+        run_id = str(workerinput["harness_run_id"])
+        shard = workerinput.get("harness_shard")
+    else:
+        shard = worker_mod.resolve_shard(config)
+        run_id = worker_mod.resolve_run_id(config, shard)
+    return Runtime(
+        run_id=run_id,
+        worker_id=worker_mod.worker_id_of(config),
+        count=worker_mod.worker_count_of(config),
+        shard=shard,
+        port_base=int(base.value),
+        block_size=int(size.value),
+        state_dir=state_dir(config),
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        runtime = _build_runtime(config)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    config.stash[RUNTIME_KEY] = runtime
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(XdistHooks(config), "harness-xdist")
+    # --- concept plugins register here (one line per concept) ---
+    # [mqtt]
+    # [docker]
+    # [guard]
+    # [gpio]
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    runtime = config.stash.get(RUNTIME_KEY, None)
+    if runtime is not None:
+        runtime.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    runtime = get_runtime(config)
+    workers = config.getoption("numprocesses", default=None) or 0
+    shard = f" shard={runtime.shard}" if runtime.shard else ""
+    return [
+        f"harness: run-id={runtime.run_id} workers={workers} port-base={runtime.port_base}"
+        f" block={runtime.block_size}{shard}"
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# foundation fixtures: identity, ports, topics
+
+
+@pytest.fixture(scope="session")
+def worker(request: pytest.FixtureRequest) -> WorkerIdentity:
+    """This process's identity: run id, worker id, slot, worker count and shard."""
+    return get_runtime(request.config).identity()
+
+
+@pytest.fixture(scope="session")
+def port_block(request: pytest.FixtureRequest) -> PortBlock:
+    """This worker's block of ports; ``port_block.port("mqtt")`` gives a stable free port."""
+    return get_runtime(request.config).port_block()
+
+
+@pytest.fixture(scope="session")
+def topic_namespace(request: pytest.FixtureRequest) -> TopicNamespace:
+    """The worker's topic namespace, ``test/<run8>/<worker>``."""
+    return get_runtime(request.config).namespace()
+
+
+@pytest.fixture
+def test_topics(topic_namespace: TopicNamespace, request: pytest.FixtureRequest) -> TopicNamespace:
+    """A namespace private to this test: the worker's prefix plus a hash of the node id."""
+    return topic_namespace.child(node_token(request.node.nodeid))
+
+
+# ---------------------------------------------------------------------------------------------
+# [mqtt] broker, clients, monitor fixtures (issue 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# [docker] client, containers, networks fixtures (issue 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# [guard] resource guard (issue 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# [gpio] fake RPi.GPIO (issue 7)
