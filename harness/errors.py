@@ -21,3 +21,19 @@ class SlotUnavailable(HarnessError):
 
 class TopicError(HarnessError, ValueError):
     """A topic or filter breaks the MQTT rules or leaves the namespace."""
+
+
+class DockerError(HarnessError):
+    """A Docker operation harness made on behalf of a test failed; the message says why."""
+
+
+class DockerQuarantined(DockerError):
+    """The Docker daemon failed repeatedly; harness stops calling it until the quarantine lifts."""
+
+
+class DockerCreateError(DockerError):
+    """A container could not be created and started; the message carries the retry history."""
+
+
+class DockerNotReady(DockerError):
+    """A container started but never became ready; the message carries its state and logs."""
