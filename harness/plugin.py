@@ -4,13 +4,17 @@ concept (worker, ports, topics, ...); this file wires them to pytest.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from harness import ports, settings
+from harness import docker_pytest, ports, settings
+from harness import validation as validation_mod  # noqa: F401  (registers --harness-log-dir)
+from harness import tiers as tiers_mod
 from harness import worker as worker_mod
 from harness.errors import ConfigError
+from harness.gpio import FakeGPIO, installed
 from harness.ports import PortBlock
 from harness.runtime import RUNTIME_KEY, Runtime, get_runtime, state_dir
 from harness.topics import TopicNamespace, node_token
@@ -40,6 +44,11 @@ class XdistHooks:
         runtime = get_runtime(self.config)
         node.workerinput["harness_run_id"] = runtime.run_id
         node.workerinput["harness_shard"] = runtime.shard
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_xdist_auto_num_workers(self, config: pytest.Config) -> int:
+        """-n auto is pinned by --harness-auto-workers, not by xdist's guess in a container."""
+        return tiers_mod.auto_workers(config)
 
 
 def _build_runtime(config: pytest.Config) -> Runtime:
@@ -77,6 +86,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # --- concept plugins register here (one line per concept) ---
     # [mqtt]
     # [docker]
+    config.pluginmanager.register(docker_pytest.DockerPlugin(config), "harness-docker")
     # [guard]
     # [gpio]
 
@@ -133,9 +143,45 @@ def test_topics(topic_namespace: TopicNamespace, request: pytest.FixtureRequest)
 # [docker] client, containers, networks fixtures (issue 4)
 
 
+@pytest.fixture(scope="session")
+def docker_client(request: pytest.FixtureRequest) -> Any:
+    """This worker's one ``docker.DockerClient`` (honours DOCKER_HOST; closed at session end)."""
+    service = docker_pytest.service_for(request.config)
+    service.check()
+    return service.client
+
+
+@pytest.fixture(scope="session")
+def session_containers(request: pytest.FixtureRequest) -> Iterator[docker_pytest.ContainerScope]:
+    """Containers, networks and volumes that live until the end of the worker's session."""
+    service = docker_pytest.service_for(request.config)
+    service.check()
+    scope = docker_pytest.ContainerScope(service)
+    yield scope
+    scope.close()
+
+
+@pytest.fixture
+def containers(request: pytest.FixtureRequest) -> Iterator[docker_pytest.ContainerScope]:
+    """``containers.run(image, service="name", ...)``: removed when the test ends."""
+    service = docker_pytest.service_for(request.config)
+    service.check()
+    scope = docker_pytest.ContainerScope(service, request.node.nodeid)
+    yield scope
+    scope.close()
+
+
 # ---------------------------------------------------------------------------------------------
 # [guard] resource guard (issue 5)
 
 
 # ---------------------------------------------------------------------------------------------
 # [gpio] fake RPi.GPIO (issue 7)
+
+
+@pytest.fixture
+def fake_gpio() -> Iterator[FakeGPIO]:
+    """A fresh FakeGPIO installed as ``RPi.GPIO`` for this test (``import RPi.GPIO as GPIO`` in
+    the code under test gets it); ``sys.modules`` is restored and the fake closed afterwards."""
+    with installed() as fake:
+        yield fake
