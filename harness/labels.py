@@ -36,3 +36,48 @@ def labels_for(identity: WorkerIdentity, nodeid: str | None = None) -> dict[str,
     if nodeid:
         labels[NODEID] = nodeid[:1000]
     return labels
+
+
+IMAGE_KEY = f"{NAMESPACE}.image-key"  # on images built by harness.images (never on run resources)
+
+
+def filters(run: str | None = None, worker: str | None = None) -> list[str]:
+    """Docker ``label`` filters: every harness resource, narrowed to a run and/or worker."""
+    selected = [RUN]
+    if run is not None:
+        selected = [f"{RUN}={run}"]
+    if worker is not None:
+        selected.append(f"{WORKER}={worker}")
+    return selected
+
+
+def owner_alive(labels: dict[str, str], hostname: str | None = None) -> bool | None:
+    """Whether the process that created a resource still lives.
+
+    ``None`` when it cannot be told from this host (another host, or labels missing): such
+    resources are never treated as stale. A pid that lives but started after the resource was
+    created is a reused pid, so the owner counts as dead.
+    """
+    import psutil
+
+    host = socket.gethostname() if hostname is None else hostname
+    if labels.get(OWNER_HOST) != host:
+        return None
+    try:
+        pid = int(labels[OWNER_PID])
+    except (KeyError, ValueError):
+        return None
+    try:
+        proc = psutil.Process(pid)
+        started = proc.create_time()
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:
+        return True
+    try:
+        created = float(labels.get(CREATED, "inf"))
+    except ValueError:
+        created = float("inf")
+    return not started > created + 1.0

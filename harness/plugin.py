@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 
-from harness import ports, settings
+from harness import docker_pytest, ports, settings
+from harness import validation as validation_mod  # noqa: F401  (registers --harness-log-dir)
+from harness import tiers as tiers_mod
 from harness import worker as worker_mod
 from harness.errors import ConfigError
 from harness.gpio import FakeGPIO, installed
@@ -42,6 +44,12 @@ class XdistHooks:
         runtime = get_runtime(self.config)
         node.workerinput["harness_run_id"] = runtime.run_id
         node.workerinput["harness_shard"] = runtime.shard
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """-n auto is pinned by --harness-auto-workers, not by xdist's guess in a container."""
+    return tiers_mod.auto_workers(config)
 
 
 def _build_runtime(config: pytest.Config) -> Runtime:
@@ -79,6 +87,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # --- concept plugins register here (one line per concept) ---
     # [mqtt]
     # [docker]
+    config.pluginmanager.register(docker_pytest.DockerPlugin(config), "harness-docker")
     # [guard]
     # [gpio]
 
@@ -133,6 +142,34 @@ def test_topics(topic_namespace: TopicNamespace, request: pytest.FixtureRequest)
 
 # ---------------------------------------------------------------------------------------------
 # [docker] client, containers, networks fixtures (issue 4)
+
+
+@pytest.fixture(scope="session")
+def docker_client(request: pytest.FixtureRequest) -> Any:
+    """This worker's one ``docker.DockerClient`` (honours DOCKER_HOST; closed at session end)."""
+    service = docker_pytest.service_for(request.config)
+    service.check()
+    return service.client
+
+
+@pytest.fixture(scope="session")
+def session_containers(request: pytest.FixtureRequest) -> Iterator[docker_pytest.ContainerScope]:
+    """Containers, networks and volumes that live until the end of the worker's session."""
+    service = docker_pytest.service_for(request.config)
+    service.check()
+    scope = docker_pytest.ContainerScope(service)
+    yield scope
+    scope.close()
+
+
+@pytest.fixture
+def containers(request: pytest.FixtureRequest) -> Iterator[docker_pytest.ContainerScope]:
+    """``containers.run(image, service="name", ...)``: removed when the test ends."""
+    service = docker_pytest.service_for(request.config)
+    service.check()
+    scope = docker_pytest.ContainerScope(service, request.node.nodeid)
+    yield scope
+    scope.close()
 
 
 # ---------------------------------------------------------------------------------------------
