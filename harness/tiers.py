@@ -1,0 +1,294 @@
+"""Gradual parallel tiers: run the integration suite at -n 1, then 2, then auto, stop at the
+first tier that breaks, and print (and write as JSON) what each tier did.
+
+``nox -s tiers`` and ``invoke tiers`` call :func:`main`; ``nox -s integration-2`` calls
+:func:`run_tier`. The ``auto`` tier is pinned by ``--harness-auto-workers`` (default: twice the
+CPUs this process may use, counting cgroup quotas), never left to xdist's guess.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from harness import settings
+from harness.settings import Option, parse_int
+
+settings.register(
+    Option(
+        "auto-workers",
+        "Workers for -n auto (default: 2 x usable CPUs, cgroup quota included, at most 16).",
+        None,
+        parse_int,
+    ),
+)
+
+DEFAULT_SUITE = "examples/firewatch/tests"
+DEFAULT_TIERS = ("1", "2", "auto")
+MAX_WORKER_RESTART = 2
+LOCK_WAIT_NOTICE_S = 2.0
+NO_TESTS = 5  # pytest's exit code when nothing was collected
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on, honouring affinity and a cgroup v2/v1 CPU quota."""
+    cpus = len(os.sched_getaffinity(0))
+    quota: float | None = None
+    try:
+        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if text[0] != "max":
+            quota = int(text[0]) / int(text[1])
+    except (OSError, ValueError, IndexError):
+        try:
+            q = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+            p = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+            if q > 0 and p > 0:
+                quota = q / p
+        except (OSError, ValueError):
+            quota = None
+    if quota is not None:
+        cpus = min(cpus, max(1, int(quota)))
+    return max(1, cpus)
+
+
+def auto_workers(config: object | None = None) -> int:
+    """The pinned worker count for ``-n auto``."""
+    setting = settings.resolve("auto-workers", config)  # type: ignore[arg-type]
+    if setting.value is not None:
+        if int(setting.value) < 1:
+            raise setting.error("is below 1", "give at least 1 worker")
+        return int(setting.value)
+    return min(16, 2 * usable_cpus())
+
+
+def workers_for(tier: str) -> int:
+    if tier == "auto":
+        return auto_workers()
+    try:
+        n = int(tier)
+    except ValueError:
+        raise SystemExit(
+            f"harness: tier {tier!r} is neither a number nor 'auto'; use e.g. 1, 2, auto, 12"
+        ) from None
+    if n < 1:
+        raise SystemExit(f"harness: tier {tier!r} needs at least 1 worker")
+    return n
+
+
+@dataclass(frozen=True)
+class TierResult:
+    tier: str
+    workers: int
+    tests: int
+    passed: int
+    failed: int
+    errors: int
+    skipped: int
+    wall_s: float
+    exit_code: int
+    run_id: str
+    speedup: float | None = None
+    findings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and not self.findings
+
+
+def _junit_counts(path: Path) -> tuple[int, int, int, int]:
+    """(tests, failures, errors, skipped) summed over a JUnit XML file."""
+    try:
+        root = ET.parse(path).getroot()
+    except (OSError, ET.ParseError):
+        return 0, 0, 0, 0
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    tot = [0, 0, 0, 0]
+    for suite in suites:
+        for i, key in enumerate(("tests", "failures", "errors", "skipped")):
+            tot[i] += int(suite.get(key, "0"))
+    return tot[0], tot[1], tot[2], tot[3]
+
+
+Validator = Callable[[str, Path], list[str]]
+
+
+def default_validators() -> list[Validator]:
+    """Checks run after each tier: service logs, orphans, cross-talk (see harness.validation)."""
+    try:
+        from harness import validation
+    except ImportError:  # pragma: no cover - validation ships with harness
+        return []
+    found = getattr(validation, "tier_validators", None)
+    return list(found()) if callable(found) else []
+
+
+def _lock_path() -> Path:
+    daemon = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    key = hashlib.blake2b(daemon.encode(), digest_size=4).hexdigest()
+    root = Path(str(settings.value("state-dir")))
+    root.mkdir(parents=True, exist_ok=True)
+    return root / f"tiers-{key}.lock"
+
+
+def run_tier(
+    tier: str,
+    suite: str = DEFAULT_SUITE,
+    pytest_args: Sequence[str] = (),
+    validators: Sequence[Validator] | None = None,
+    echo: Callable[[str], None] = print,
+) -> TierResult:
+    """Run the suite once at this tier (holding the per-daemon tier lock) and validate it."""
+    workers = workers_for(tier)
+    run_id = f"tier{tier}-{os.urandom(3).hex()}"
+    log_dir = Path(tempfile.mkdtemp(prefix=f"harness-tier{tier}-"))
+    junit = log_dir / "junit.xml"
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        suite,
+        "-n",
+        tier if tier == "auto" else str(workers),
+        "--dist",
+        "loadgroup",
+        "--max-worker-restart",
+        str(MAX_WORKER_RESTART),
+        f"--junitxml={junit}",
+        "-p",
+        "no:cacheprovider",
+        *pytest_args,
+    ]
+    env = dict(os.environ, HARNESS_RUN_ID=run_id, HARNESS_LOG_DIR=str(log_dir / "logs"))
+    env["HARNESS_AUTO_WORKERS"] = str(auto_workers())
+    lock = FileLock(str(_lock_path()))
+    try:
+        lock.acquire(timeout=LOCK_WAIT_NOTICE_S)
+    except Timeout:
+        echo(f"harness: another tier run holds {lock.lock_file}; waiting for it to finish")
+        lock.acquire()
+    try:
+        echo(f"harness: tier {tier} (-n {workers}) run-id={run_id}: {' '.join(cmd[2:])}")
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, check=False)
+        wall = time.perf_counter() - start
+    finally:
+        lock.release()
+    tests, failures, errors, skipped = _junit_counts(junit)
+    findings: list[str] = []
+    for check in default_validators() if validators is None else validators:
+        findings.extend(check(run_id, log_dir / "logs"))
+    if proc.returncode == NO_TESTS:
+        findings.append(f"harness: tier {tier} collected no tests from {suite}; check the path")
+    result = TierResult(
+        tier=tier,
+        workers=workers,
+        tests=tests,
+        passed=tests - failures - errors - skipped,
+        failed=failures + errors,
+        errors=errors,
+        skipped=skipped,
+        wall_s=round(wall, 2),
+        exit_code=proc.returncode,
+        run_id=run_id,
+        findings=tuple(findings),
+    )
+    verdict = "passed" if result.ok else "FAILED"
+    echo(
+        f"harness: tier {tier} {verdict}: {result.passed}/{tests} passed, {result.failed} failed,"
+        f" {wall:.1f} s, logs in {log_dir}"
+    )
+    for finding in findings:
+        echo(f"  {finding}")
+    return result
+
+
+def with_speedups(results: Sequence[TierResult]) -> list[TierResult]:
+    if not results:
+        return []
+    base = results[0].wall_s
+    out = []
+    for r in results:
+        speed = round(base / r.wall_s, 2) if r.wall_s > 0 else None
+        out.append(TierResult(**{**asdict(r), "speedup": speed, "findings": r.findings}))
+    return out
+
+
+def render_table(results: Sequence[TierResult]) -> str:
+    head = ("tier", "workers", "tests", "passed", "failed", "wall s", "speedup vs tier 1")
+    rows = [
+        (
+            r.tier,
+            str(r.workers),
+            str(r.tests),
+            str(r.passed),
+            str(r.failed),
+            f"{r.wall_s:.1f}",
+            "-" if r.speedup is None else f"{r.speedup:.2f}x",
+        )
+        for r in results
+    ]
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(head)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True))]
+    lines.append("  ".join("-" * w for w in widths))
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def run_tiers(
+    tiers: Sequence[str] = DEFAULT_TIERS,
+    suite: str = DEFAULT_SUITE,
+    pytest_args: Sequence[str] = (),
+    json_path: Path | None = None,
+    validators: Sequence[Validator] | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[TierResult]:
+    """Run tiers in order, stop at the first that fails; print the table, write JSON."""
+    done: list[TierResult] = []
+    for i, tier in enumerate(tiers, 1):
+        echo(f"harness: [{i}/{len(tiers)}] tier {tier}")
+        result = run_tier(tier, suite, pytest_args, validators, echo)
+        done.append(result)
+        if not result.ok:
+            rest = ", ".join(tiers[i:]) or "none"
+            echo(
+                f"harness: stopping at tier {tier} (not run: {rest}); rerun it alone with"
+                f" `nox -s integration-{tier}` and read the failures above"
+            )
+            break
+    table = with_speedups(done)
+    echo(render_table(table))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"suite": suite, "cpus": usable_cpus(), "tiers": [asdict(r) for r in table]}
+        json_path.write_text(json.dumps(payload, indent=2) + "\n")
+        echo(f"harness: tier table written to {json_path}")
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.tiers", description=__doc__)
+    parser.add_argument("--tiers", default=",".join(DEFAULT_TIERS), help="e.g. 1,2,auto,12")
+    parser.add_argument("--suite", default=DEFAULT_SUITE)
+    parser.add_argument("--json", default=".harness/tiers.json", help="where to write the table")
+    parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
+    args = parser.parse_args(argv)
+    tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
+    results = run_tiers(tiers, args.suite, args.pytest_args, Path(args.json))
+    ok = len(results) == len(tiers) and all(r.ok for r in results)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
