@@ -41,3 +41,11 @@ class DockerNotReady(DockerError):
 
 class GpioError(HarnessError):
     """FakeGPIO's test-side helpers were misused, or its callbacks misbehaved."""
+
+
+class ResourceLeakError(HarnessError):
+    """Strict resource guard: a test left fds, threads, children or temp files behind."""
+
+
+class HarnessWarning(UserWarning):
+    """A harness setting or condition that deserves attention but does not stop the run."""

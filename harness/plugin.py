@@ -10,19 +10,16 @@ from typing import Any
 import pytest
 
 from harness import docker_pytest, ports, settings
+from harness import guard as guard_mod
 from harness import validation as validation_mod  # noqa: F401  (registers --harness-log-dir)
 from harness import tiers as tiers_mod
 from harness import worker as worker_mod
-from harness.errors import ConfigError
+from harness.errors import ConfigError, HarnessWarning
 from harness.gpio import FakeGPIO, installed
 from harness.ports import PortBlock
 from harness.runtime import RUNTIME_KEY, Runtime, get_runtime, state_dir
 from harness.topics import TopicNamespace, node_token
 from harness.worker import WorkerIdentity
-
-
-class HarnessWarning(UserWarning):
-    """A harness setting or condition that deserves attention but does not stop the run."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,6 +86,7 @@ def pytest_configure(config: pytest.Config) -> None:
     # [docker]
     config.pluginmanager.register(docker_pytest.DockerPlugin(config), "harness-docker")
     # [guard]
+    guard_mod.configure(config)
     # [gpio]
 
 
