@@ -39,6 +39,25 @@ class DockerNotReady(DockerError):
     """A container started but never became ready; the message carries its state and logs."""
 
 
+class BrokerUnavailable(HarnessError):
+    """No broker of the selected backend can be had here (binary, package or daemon missing).
+
+    MQTT fixtures turn this into a skip that names the fix, or a failure under
+    ``--harness-require-broker``.
+    """
+
+
+class BrokerStartError(HarnessError):
+    """The broker was started but never became ready; carries the broker's last log lines.
+
+    Remembered for the session: later tests fail at once with the same cause.
+    """
+
+
+class BrokerUnhealthy(HarnessError):
+    """The broker died or stopped answering and could not be restarted within the budget."""
+
+
 class GpioError(HarnessError):
     """FakeGPIO's test-side helpers were misused, or its callbacks misbehaved."""
 

@@ -9,18 +9,19 @@ from typing import Any
 
 import pytest
 
-from harness import docker_pytest, ports, settings
+from harness import docker_pytest, mqtt_session, ports, settings
 from harness import guard as guard_mod
-from harness import validation as validation_mod  # noqa: F401  (registers --harness-log-dir)
 from harness import tiers as tiers_mod
+from harness import validation as validation_mod  # noqa: F401  (registers --harness-log-dir)
 from harness import worker as worker_mod
+from harness.broker import Broker
 from harness.errors import ConfigError, HarnessWarning
 from harness.gpio import FakeGPIO, installed
+from harness.mqtt import Monitor
 from harness.ports import PortBlock
 from harness.runtime import RUNTIME_KEY, Runtime, get_runtime, state_dir
 from harness.topics import TopicNamespace, node_token
 from harness.worker import WorkerIdentity
-
 
 # ---------------------------------------------------------------------------------------------
 # options and configuration
@@ -83,6 +84,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(XdistHooks(config), "harness-xdist")
     # --- concept plugins register here (one line per concept) ---
     # [mqtt]
+    config.pluginmanager.register(mqtt_session.MqttSession(config), mqtt_session.PLUGIN_NAME)
     # [docker]
     config.pluginmanager.register(docker_pytest.DockerPlugin(config), "harness-docker")
     # [guard]
@@ -136,6 +138,42 @@ def test_topics(topic_namespace: TopicNamespace, request: pytest.FixtureRequest)
 
 # ---------------------------------------------------------------------------------------------
 # [mqtt] broker, clients, monitor fixtures (issue 3)
+
+
+@pytest.fixture(scope="session")
+def mqtt_broker(request: pytest.FixtureRequest) -> Iterator[Broker]:
+    """This worker's supervised broker (backend from --harness-broker); skips when none can be
+    had, unless --harness-require-broker. Checked (and restarted within budget) before each test."""
+    session = mqtt_session.get_session(request.config)
+    broker = session.broker_for_fixture()
+    yield broker
+    session.shutdown()
+
+
+@pytest.fixture
+def mqtt_client_factory(mqtt_broker: Broker, request: pytest.FixtureRequest) -> Iterator[Any]:
+    """``factory(**kwargs)`` -> a connected paho 2.x client (loop started); closed at the end."""
+    factory = mqtt_session.get_session(request.config).factory(mqtt_broker, request.node.nodeid)
+    yield factory
+    factory.close()
+
+
+@pytest.fixture
+def mqtt_client(mqtt_client_factory: Any) -> Any:
+    """One connected paho 2.x client with a unique id; closed at test end."""
+    return mqtt_client_factory()
+
+
+@pytest.fixture
+def mqtt_monitor(
+    mqtt_broker: Broker, test_topics: TopicNamespace, request: pytest.FixtureRequest
+) -> Iterator[Monitor]:
+    """Records every message under the test's namespace; clears retained messages at the end
+    and fails the test if a message from outside the namespace arrived (cross-talk canary)."""
+    session = mqtt_session.get_session(request.config)
+    monitor = session.monitor(mqtt_broker, test_topics, request.node.nodeid)
+    yield monitor
+    monitor.close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,437 @@
+"""The supervised per-worker MQTT broker: backend choice, MQTT readiness, liveness and restarts.
+
+``Broker`` wraps one backend (:mod:`harness.broker_backends`). Readiness is a real MQTT exchange
+(:func:`harness.mqtt_probe.probe`) polled from 1 ms with backoff. Before each test that uses the
+broker, :meth:`Broker.ensure_alive` checks liveness (process alive / idle sentinel connection open;
+a full probe when the last is older than ``--harness-broker-probe-interval``); a dead broker is
+restarted on the SAME port within ``--harness-broker-restart-budget``. A failed start or an
+exhausted budget is remembered: every later call raises the same error at once.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import ports, settings
+from harness.broker_backends import (
+    LOG_TAIL_LINES,
+    Backend,
+    DockerBackend,
+    EmbeddedBackend,
+    ExternalBackend,
+    MosquittoBackend,
+    ProcessBackend,
+    amqtt_available,
+    find_mosquitto,
+)
+from harness.errors import BrokerStartError, BrokerUnavailable, BrokerUnhealthy, HarnessError
+from harness.mqtt_probe import NotMqtt, ProbeError, ProbeTimes, probe, probe_client_id
+from harness.settings import Option, Setting, parse_bool, parse_float, parse_int
+from harness.topics import TopicNamespace
+from harness.worker import WorkerIdentity
+
+BACKENDS = ("auto", "mosquitto", "embedded", "docker", "external")
+POLL_FIRST = 0.001  # first readiness poll interval (seconds), grows by POLL_GROWTH
+POLL_GROWTH = 1.25  # gentle backoff: a mosquitto start (~5 ms) is not overshot by much
+POLL_MAX = 0.05
+
+settings.register(
+    Option(
+        "broker",
+        "MQTT broker backend: auto (mosquitto if found, else embedded), mosquitto, embedded,"
+        " docker, or external:mqtt://host:port.",
+        "auto",
+        choices=BACKENDS,
+    ),
+    Option("broker-image", "Image for the docker broker backend.", "eclipse-mosquitto:2"),
+    Option("mosquitto-binary", "Path of the mosquitto binary (default: PATH, /usr/sbin).", ""),
+    Option("broker-timeout", "Seconds a broker may take to become ready.", 15.0, parse_float),
+    Option(
+        "broker-restart-budget",
+        "Automatic restarts of a dead broker per worker session before tests fail fast.",
+        3,
+        parse_int,
+    ),
+    Option(
+        "broker-probe-interval",
+        "Seconds after which the per-test liveness check adds a full MQTT probe.",
+        5.0,
+        parse_float,
+    ),
+    Option(
+        "require-broker",
+        "Fail (instead of skip) MQTT tests when no broker can be had; CI sets this.",
+        False,
+        parse_bool,
+        flag=True,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class BrokerStatistics:
+    backend: str
+    url: str
+    starts: int
+    restart_count: int
+    restart_budget: int
+    last_ready_seconds: float
+    ready_seconds_total: float
+    probes: int
+    liveness_checks: int
+    healthy: bool
+    log: str
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Resolved broker options (each a Setting, so errors can name their source)."""
+
+    backend: Setting
+    image: Setting
+    binary: Setting
+    timeout: Setting
+    restart_budget: Setting
+    probe_interval: Setting
+
+    @classmethod
+    def resolve(cls, config: Any = None) -> BrokerConfig:
+        r = settings.resolve
+        made = cls(
+            r("broker", config),
+            r("broker-image", config),
+            r("mosquitto-binary", config),
+            r("broker-timeout", config),
+            r("broker-restart-budget", config),
+            r("broker-probe-interval", config),
+        )
+        if float(made.timeout.value) <= 0:
+            raise made.timeout.error("is not positive", "give a timeout in seconds, e.g. 15")
+        if int(made.restart_budget.value) < 0:
+            raise made.restart_budget.error("is negative", "give 0 or more restarts, e.g. 3")
+        return made
+
+
+def make_backend(cfg: BrokerConfig, identity: WorkerIdentity, port: int) -> Backend:
+    """Build (but do not launch) the backend the options select."""
+    choice = str(cfg.backend.value)
+    tag = f"{identity.run8}-{identity.worker_id}"
+    if choice.startswith("external"):
+        _, _, url = choice.partition(":")
+        return ExternalBackend(url, cfg.backend.describe())
+    if choice in ("auto", "mosquitto"):
+        binary = find_mosquitto(str(cfg.binary.value))
+        if binary is not None:
+            return MosquittoBackend(port, tag, binary)
+        if choice == "mosquitto":
+            raise BrokerUnavailable(
+                f"harness: {cfg.backend.describe()} but no mosquitto binary was found (PATH,"
+                " /usr/sbin); apt-get install mosquitto, set --harness-mosquitto-binary, or use"
+                " --harness-broker=embedded"
+            )
+    if choice in ("auto", "embedded"):
+        if amqtt_available():
+            return EmbeddedBackend(port, tag)
+        raise BrokerUnavailable(
+            f"harness: {cfg.backend.describe()} found neither mosquitto nor amqtt; apt-get install"
+            " mosquitto or pip install amqtt"
+        )
+    from harness.labels import labels_for
+
+    return DockerBackend(port, str(cfg.image.value), labels_for(identity), f"harness-{tag}-mqtt")
+
+
+class Broker:
+    """One worker's broker. Attributes follow the fixture contract in docs/API."""
+
+    def __init__(self, backend: Backend, namespace: TopicNamespace, cfg: BrokerConfig) -> None:
+        self._backend = backend
+        self.namespace = namespace
+        self.cfg = cfg
+        self.timeout = float(cfg.timeout.value)
+        self.restart_budget = int(cfg.restart_budget.value)
+        self.probe_interval = float(cfg.probe_interval.value)
+        self.health_topic = namespace.topic("_harness/health")
+        self.restart_count = 0
+        self._starts = 0
+        self._probes = 0
+        self._checks = 0
+        self._last_probe = 0.0
+        self._last_ready = 0.0
+        self._ready_total = 0.0
+        self._failure: HarnessError | None = None
+        self.last_probe_times: ProbeTimes | None = None
+
+    # --- contract attributes -----------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self._backend.name
+
+    @property
+    def host(self) -> str:
+        return self._backend.host
+
+    @property
+    def port(self) -> int:
+        return self._backend.port
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://{self.host}:{self.port}"
+
+    @property
+    def log(self) -> str:
+        return self._backend.log_location
+
+    @property
+    def failure(self) -> HarnessError | None:
+        return self._failure
+
+    def service_env(
+        self, namespace: TopicNamespace, for_container: bool = False, network: str | None = None
+    ) -> dict[str, str]:
+        """Environment for a service under test. ``for_container=True`` gives an address usable
+        from inside a container: only the docker backend offers one (the broker container's
+        alias ``mqtt-broker`` on ``network``, or its bridge IP); the subprocess backends listen
+        on 127.0.0.1 only."""
+        host, port = self.host, self.port
+        if for_container:
+            if not isinstance(self._backend, DockerBackend):
+                raise HarnessError(
+                    f"harness: the {self.backend} broker listens on 127.0.0.1 only, which"
+                    " containers cannot reach; run with --harness-broker=docker for"
+                    " service_env(for_container=True)"
+                )
+            host, port = self._backend.container_address(network)
+        return {
+            "MQTT_BROKER": host,
+            "MQTT_PORT": str(port),
+            "MQTT_URL": f"mqtt://{host}:{port}",
+            **namespace.env(),
+        }
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> Broker:
+        """Launch and wait until MQTT-ready; a failure is remembered and re-raised at once."""
+        if self._failure is not None:
+            raise self._failure
+        try:
+            self._launch_and_wait()
+        except BrokerStartError as exc:
+            self._failure = exc
+            raise
+        return self
+
+    def _launch_and_wait(self) -> None:
+        t0 = time.perf_counter()
+        self._backend.launch()
+        self._starts += 1
+        self._wait_ready(t0)
+        self._last_ready = time.perf_counter() - t0
+        self._ready_total += self._last_ready
+        attach = getattr(self._backend, "attach", None)
+        if attach is not None:
+            attach()
+
+    def _start_error(self, problem: str) -> BrokerStartError:
+        tail = self._backend.log_tail(LOG_TAIL_LINES)
+        logs = f"; last log lines of {self.log}:\n{tail}" if tail else f" (log: {self.log})"
+        return BrokerStartError(
+            f"harness: the {self.backend} broker on {self.host}:{self.port} {problem}{logs}"
+        )
+
+    def _wait_ready(self, t0: float) -> None:
+        deadline = t0 + self.timeout
+        delay = POLL_FIRST
+        last: Exception | None = None
+        backend = self._backend
+        while True:
+            reason = backend.exit_reason()
+            if reason is not None:
+                raise self._start_error(
+                    f"did not start: {reason}; check the log below, or free port {self.port}"
+                )
+            try:
+                self.last_probe_times = probe(self.host, self.port, self.health_topic)
+            except NotMqtt as exc:
+                raise self._start_error(
+                    f"is answered by a listener that does not speak MQTT ({exc}); another program"
+                    f" holds port {self.port}: stop it or pick another --harness-port-base"
+                ) from None
+            except (OSError, ProbeError) as exc:
+                last = exc
+            else:
+                self._probes += 1
+                self._last_probe = time.monotonic()
+                return
+            now = time.perf_counter()
+            if now >= deadline:
+                raise self._start_error(
+                    f"was not MQTT-ready within {self.timeout:g} s ({self.cfg.timeout.describe()});"
+                    f" last probe error: {last!r}; raise --harness-broker-timeout if the machine is"
+                    " slow"
+                )
+            pause = min(delay, deadline - now)
+            if isinstance(backend, ProcessBackend):
+                backend.wait_exit(pause)  # returns early if the broker exits
+            else:
+                time.sleep(pause)
+            delay = min(delay * POLL_GROWTH, POLL_MAX)
+
+    def ensure_alive(self) -> None:
+        """The per-test check: cheap liveness, a probe when due, restart within the budget."""
+        if self._failure is not None:
+            raise self._failure
+        self._checks += 1
+        problem: str | None = None
+        if not self._backend.alive():
+            problem = self._backend.exit_reason() or "its liveness connection was closed"
+        elif time.monotonic() - self._last_probe > self.probe_interval:
+            try:
+                self.last_probe_times = probe(self.host, self.port, self.health_topic)
+                self._probes += 1
+                self._last_probe = time.monotonic()
+            except (OSError, ProbeError) as exc:
+                problem = f"it failed the MQTT probe ({exc!r})"
+        if problem is None:
+            return
+        if self.restart_count >= self.restart_budget:
+            self._failure = BrokerUnhealthy(
+                f"harness: the {self.backend} broker on {self.host}:{self.port} is down ({problem})"
+                f" and the restart budget is used up ({self.restart_count} of"
+                f" {self.restart_budget}, {self.cfg.restart_budget.describe()}); see the broker"
+                f" log {self.log}; find why it dies, or raise --harness-broker-restart-budget.\n"
+                f"{self._backend.log_tail(LOG_TAIL_LINES)}"
+            )
+            raise self._failure
+        self._restart(problem)
+
+    def _restart(self, why: str) -> None:
+        self._backend.stop()
+        self.restart_count += 1
+        try:
+            self._launch_and_wait()
+        except BrokerStartError as exc:
+            self._failure = BrokerUnhealthy(f"{exc} (restart {self.restart_count} after: {why})")
+            raise self._failure from None
+
+    def restart(self) -> None:
+        """Stop and start again on the same port (counts in ``restart_count``)."""
+        if self._failure is not None:
+            raise self._failure
+        self._restart("restart() was called")
+
+    def kill(self) -> None:
+        """Simulate a crash: SIGKILL the broker process / kill the container; no restart."""
+        self._backend.kill()
+
+    def stop(self, keep_logs: bool | None = None) -> None:
+        """Staged stop and cleanup; the temp dir is kept only when the broker failed."""
+        keep = self._failure is not None if keep_logs is None else keep_logs
+        self._backend.cleanup(keep)
+
+    def statistics(self) -> BrokerStatistics:
+        return BrokerStatistics(
+            backend=self.backend,
+            url=self.url,
+            starts=self._starts,
+            restart_count=self.restart_count,
+            restart_budget=self.restart_budget,
+            last_ready_seconds=self._last_ready,
+            ready_seconds_total=self._ready_total,
+            probes=self._probes,
+            liveness_checks=self._checks,
+            healthy=self._failure is None,
+            log=self.log,
+        )
+
+
+def create_broker(
+    cfg: BrokerConfig, identity: WorkerIdentity, port: int, namespace: TopicNamespace
+) -> Broker:
+    """Build the backend and the (not yet started) Broker around it."""
+    return Broker(make_backend(cfg, identity, port), namespace, cfg)
+
+
+# --- invoke warmup -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WarmupFigures:
+    """What ``invoke warmup`` prints: the backend, its URL, start->ready seconds, probe timings
+    (seconds) and whether the broker was kept running (then use ``external:<url>``)."""
+
+    backend: str
+    url: str
+    start_to_ready: float
+    connack: float
+    suback: float
+    round_trip: float
+    kept: bool
+    log: str
+
+
+def warmup(
+    backend: str | None = None, keep: bool = False, state_dir: str | None = None
+) -> WarmupFigures:
+    """Start the selected broker once, run the readiness probe, stop it (or keep it running for
+    reuse as ``--harness-broker=external:<url>``) and return the figures."""
+    env = dict(os.environ)
+    if backend is not None:
+        env["HARNESS_BROKER"] = backend
+    cfg = BrokerConfig(
+        settings.resolve("broker", None, env),
+        settings.resolve("broker-image", None, env),
+        settings.resolve("mosquitto-binary", None, env),
+        settings.resolve("broker-timeout", None, env),
+        settings.resolve("broker-restart-budget", None, env),
+        settings.resolve("broker-probe-interval", None, env),
+    )
+    base = int(settings.resolve("port-base", None, env).value)
+    size = int(settings.resolve("port-block-size", None, env).value)
+    sdir = Path(state_dir or str(settings.resolve("state-dir", None, env).value))
+    lease = ports.claim_slot(sdir, base, size, None, f"warmup pid={os.getpid()}")
+    try:
+        block = ports.PortBlock(base + lease.slot * size, size, lease.slot)
+        identity = WorkerIdentity(run_id="warmup", worker_id="master", slot=lease.slot, count=1)
+        namespace = TopicNamespace(f"test/warmup/{os.getpid()}")
+        broker = create_broker(cfg, identity, block.port("mqtt"), namespace)
+        if keep and isinstance(broker._backend, ProcessBackend):
+            broker._backend.tie_to_parent = False
+        try:
+            broker.start()
+            times = broker.last_probe_times or probe(broker.host, broker.port, broker.health_topic)
+            figures = WarmupFigures(
+                broker.backend,
+                broker.url,
+                broker.statistics().last_ready_seconds,
+                times.connack,
+                times.suback,
+                times.round_trip,
+                keep,
+                broker.log,
+            )
+        finally:
+            if not keep:
+                broker.stop()
+            elif isinstance(broker._backend, ProcessBackend) and broker._backend.proc is not None:
+                broker._backend.proc.returncode = 0  # detached: Popen must not reap it later
+        return figures
+    finally:
+        lease.release()
+
+
+__all__ = [
+    "BACKENDS",
+    "Broker",
+    "BrokerConfig",
+    "BrokerStatistics",
+    "WarmupFigures",
+    "create_broker",
+    "probe_client_id",
+    "warmup",
+]
