@@ -388,6 +388,7 @@ class FakeGPIO(types.ModuleType):
             waiter = _Waiter(edge)
             pin.waiters.append(waiter)
             pin.wait_bouncetime = bounce
+            self._cond.notify_all()  # waiting_for_edge() watches for this
             try:
                 self._cond.wait_for(
                     lambda: waiter.hit or waiter.cancelled,
@@ -436,6 +437,16 @@ class FakeGPIO(types.ModuleType):
         """Every level change of ``pin``: its level when first set up, then each change."""
         with self._lock:
             return list(self._pin(self._helper_gpio("history", pin, numbering)).history)
+
+    def waiting_for_edge(
+        self, pin: int, *, numbering: int | None = None, timeout: float = FLUSH_TIMEOUT
+    ) -> bool:
+        """Block until some thread sits in wait_for_edge() on ``pin``; False after ``timeout``."""
+        with self._lock:
+            state = self._pin(self._helper_gpio("waiting_for_edge", pin, numbering))
+            return self._cond.wait_for(
+                lambda: any(not w.hit and not w.cancelled for w in state.waiters), timeout
+            )
 
     def set_function(self, pin: int, function: int, *, numbering: int | None = None) -> None:
         """Make ``pin`` report an alternate function (I2C, SPI, SERIAL, HARD_PWM) as if the
