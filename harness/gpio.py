@@ -114,6 +114,8 @@ class PWM:
     _owner: ClassVar[FakeGPIO]
 
     def __init__(self, channel: int, frequency: float, /) -> None:
+        if not hasattr(type(self), "_owner"):
+            raise GpioError("harness: use GPIO.PWM(channel, frequency) of a FakeGPIO instance")
         self._frequency = 0.0
         self._duty_cycle = 0.0
         self._running = False

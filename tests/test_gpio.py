@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from harness import gpio_rpi as rpi
 from harness.errors import GpioError
-from harness.gpio import CALLBACK_THREAD_STOP_TIMEOUT, FakeGPIO, PwmState, installed
+from harness.gpio import CALLBACK_THREAD_STOP_TIMEOUT, PWM, FakeGPIO, PwmState, installed
 
 BOARD_PINS = {
     3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10,
@@ -568,6 +568,8 @@ def test_pwm_argument_checks(bcm: FakeGPIO) -> None:
         pwm.start("50")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match=exact(rpi.NO_MODE)):
         FakeGPIO().PWM(18, 50)
+    with pytest.raises(GpioError, match=r"^harness: use GPIO.PWM"):
+        PWM(18, 50)
 
 
 # ---------------------------------------------------------------------------------------------
