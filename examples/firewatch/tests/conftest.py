@@ -1,0 +1,282 @@
+"""Fixtures of the firewatch integration suite.
+
+``services`` starts firewatch services the way they run in production - ``python -m
+firewatch.<service>`` subprocesses configured only from the environment - or in-process in a
+thread (the pump with harness's ``fake_gpio``), always inside the test's own topic namespace on the
+worker's broker. Every service log goes to ``<log dir>/<worker>/<test token>-<service>.log``,
+where ``<log dir>`` is ``--harness-log-dir`` / ``HARNESS_LOG_DIR`` or, unset, ``<run dir>/logs``;
+``harness.validation.scan_logs`` checks them after a tier.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import harness.plugin
+from harness import validation
+from harness.runtime import get_runtime
+from harness.topics import TopicNamespace, node_token
+
+FIREWATCH_ROOT = Path(__file__).resolve().parents[1]
+if str(FIREWATCH_ROOT) not in sys.path:
+    sys.path.insert(0, str(FIREWATCH_ROOT))
+
+from firewatch.common import Service  # noqa: E402
+
+TERM_TIMEOUT = 5.0  # SIGTERM / stop() -> exit
+KILL_TIMEOUT = 3.0  # SIGKILL -> reaped
+READY_TIMEOUT = 10.0  # start -> first retained "online" health
+FAST_HEALTH = "0.2"  # HEALTH_INTERVAL for tests that watch periodic health
+
+
+# ---------------------------------------------------------------------------------------------
+# broker and monitor: harness's fixtures when the installed plugin has them, else stand-ins
+
+if not hasattr(harness.plugin, "mqtt_broker"):
+    from fallbacks import FallbackBroker, FallbackMonitor
+
+    @pytest.fixture(scope="session")
+    def mqtt_broker(port_block: Any) -> Iterator[FallbackBroker]:
+        broker = FallbackBroker(port_block.port("firewatch-mqtt"))
+        yield broker
+        broker.stop()
+
+    @pytest.fixture
+    def mqtt_monitor(mqtt_broker: FallbackBroker, test_topics: TopicNamespace) -> Iterator[Any]:
+        mqtt_broker.ensure_alive()
+        monitor = FallbackMonitor(mqtt_broker, test_topics)
+        yield monitor
+        monitor.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# logs
+
+
+@pytest.fixture(scope="session")
+def firewatch_log_dir(request: pytest.FixtureRequest) -> Path:
+    """Where this worker writes service logs (scanned by ``harness.validation.scan_logs``)."""
+    runtime = get_runtime(request.config)
+    base = validation.log_dir(request.config, runtime)
+    path = base / runtime.worker_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# services
+
+
+@dataclass
+class ServiceProcess:
+    """A firewatch service running as ``python -m firewatch.<service>``."""
+
+    service: str
+    health_name: str
+    popen: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def terminate(self, timeout: float = TERM_TIMEOUT) -> int:
+        """Staged stop: SIGTERM, wait, SIGKILL, wait. Returns the exit code."""
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                return self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+        return self.popen.wait(KILL_TIMEOUT)
+
+    def kill(self) -> int:
+        self.popen.kill()
+        return self.popen.wait(KILL_TIMEOUT)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class InProcessService:
+    """A firewatch service object running ``run()`` in a thread of the test process."""
+
+    service: Service
+    thread: threading.Thread
+    handler: logging.Handler
+    log_path: Path
+    errors: list[BaseException] = field(default_factory=list)
+
+    @property
+    def health_name(self) -> str:
+        return self.service.health_name
+
+    def stop(self, timeout: float = TERM_TIMEOUT) -> None:
+        if self.handler not in logging.getLogger("firewatch").handlers:
+            return  # stopped already
+        self.service.stop()
+        self.thread.join(timeout)
+        logging.getLogger("firewatch").removeHandler(self.handler)
+        self.handler.close()
+        if self.thread.is_alive():
+            raise AssertionError(
+                f"harness: in-process {self.service.name} did not stop within {timeout}s"
+            )
+        if self.errors:
+            raise self.errors[0]
+
+
+def online(extra: Callable[[dict[str, Any]], bool] | None = None) -> Callable[[Any], bool]:
+    def check(message: Any) -> bool:
+        body = message.json()
+        return bool(body.get("status") == "online" and (extra is None or extra(body)))
+
+    return check
+
+
+class Services:
+    """Starts firewatch services for one test and stops every one of them at its end."""
+
+    def __init__(
+        self,
+        broker: Any,
+        monitor: Any,
+        namespace: TopicNamespace,
+        log_dir: Path,
+        nodeid: str,
+    ) -> None:
+        self.broker = broker
+        self.monitor = monitor
+        self.namespace = namespace
+        self.log_dir = log_dir
+        self.token = node_token(nodeid)
+        self.processes: list[ServiceProcess] = []
+        self.inprocess: list[InProcessService] = []
+        self._count = 0
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(self.broker.service_env(self.namespace))
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def _log_path(self, label: str) -> Path:
+        self._count += 1
+        return self.log_dir / f"{self.token}-{self._count:02d}-{label}.log"
+
+    def start(self, service: str, wait: bool = True, **extra: Any) -> ServiceProcess:
+        """Start ``python -m firewatch.<service>``; by default wait for its online health."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(FIREWATCH_ROOT),
+            "PYTHONUNBUFFERED": "1",
+            **self.env(**extra),
+        }
+        health_name = service if service != "camera" else f"camera-{env.get('CAMERA_ID', 'cam0')}"
+        log_path = self._log_path(health_name)
+        with log_path.open("wb") as log:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", f"firewatch.{service}"],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=str(FIREWATCH_ROOT),
+            )
+        proc = ServiceProcess(service, health_name, popen, log_path)
+        self.processes.append(proc)
+        if wait:
+            self.wait_online(health_name)
+        return proc
+
+    def run_inprocess(
+        self, factory: Callable[[dict[str, str]], Service], wait: bool = True, **extra: Any
+    ) -> InProcessService:
+        """Construct a service in this process (so it sees ``fake_gpio``) and run it in a thread."""
+        env = self.env(FIREWATCH_LOG_STDERR="0", **extra)
+        svc = factory(env)
+        log_path = self._log_path(f"{svc.health_name}-inproc")
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger("firewatch").addHandler(handler)
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                svc.run()
+            except BaseException as exc:
+                errors.append(exc)
+                raise
+
+        thread = threading.Thread(target=target, name=f"firewatch-{svc.health_name}", daemon=True)
+        item = InProcessService(svc, thread, handler, log_path, errors)
+        self.inprocess.append(item)
+        thread.start()
+        if wait:
+            self.wait_online(svc.health_name)
+        return item
+
+    def wait_online(
+        self,
+        health_name: str,
+        extra: Callable[[dict[str, Any]], bool] | None = None,
+        timeout: float = READY_TIMEOUT,
+    ) -> dict[str, Any]:
+        found = self.monitor.wait_for(
+            f"system/{health_name}/health", predicate=online(extra), timeout=timeout
+        )
+        return dict(found[-1].json())
+
+    def close(self) -> None:
+        failures: list[str] = []
+        for item in reversed(self.inprocess):
+            try:
+                item.stop()
+            except BaseException as exc:
+                failures.append(f"{item.health_name}: {exc!r}")
+        for proc in reversed(self.processes):
+            proc.terminate()
+        if failures:
+            raise AssertionError("harness: in-process services failed: " + "; ".join(failures))
+
+
+@pytest.fixture
+def services(
+    mqtt_broker: Any,
+    mqtt_monitor: Any,
+    test_topics: TopicNamespace,
+    firewatch_log_dir: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[Services]:
+    mqtt_broker.ensure_alive()  # a previous test may have killed it
+    svc = Services(mqtt_broker, mqtt_monitor, test_topics, firewatch_log_dir, request.node.nodeid)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def start_pump(services: Services, fake_gpio: Any) -> Iterator[Callable[..., InProcessService]]:
+    """``start_pump(**env)``: a PumpService in-process on ``fake_gpio``; stopped before the fake
+    is closed (this fixture depends on both, so its teardown runs first)."""
+    from firewatch.pump import PumpService
+
+    started: list[InProcessService] = []
+
+    def start(**env: Any) -> InProcessService:
+        item = services.run_inprocess(PumpService, **env)
+        started.append(item)
+        return item
+
+    yield start
+    for item in reversed(started):
+        item.stop()
