@@ -143,6 +143,7 @@ class QuarantineState:
     cause: str
     worker: str
     pid: int
+    since: float = 0.0
 
     def describe(self, now: float | None = None) -> str:
         left = self.until - (time.time() if now is None else now)
@@ -183,7 +184,11 @@ class Quarantine:
         try:
             data = json.loads(self.path.read_text())
             return QuarantineState(
-                float(data["until"]), str(data["cause"]), str(data["worker"]), int(data["pid"])
+                float(data["until"]),
+                str(data["cause"]),
+                str(data["worker"]),
+                int(data["pid"]),
+                float(data.get("since", 0.0)),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -197,6 +202,7 @@ class Quarantine:
                     "cause": state.cause,
                     "worker": state.worker,
                     "pid": state.pid,
+                    "since": state.since,
                 }
             )
         )
@@ -216,7 +222,8 @@ class Quarantine:
         if now >= state.until:
             self.lift()
             return
-        if self.probe is not None and now - self._last_probe >= self.probe_interval:
+        last = max(self._last_probe, state.since)
+        if self.probe is not None and now - last >= self.probe_interval:
             with self._lock:
                 self._last_probe = now
             if self.probe():
@@ -240,6 +247,7 @@ class Quarantine:
                 cause=f"{self.consecutive} consecutive {error.value} responses, last: {message}",
                 worker=self.worker,
                 pid=os.getpid(),
+                since=time.time(),
             )
             self.opened += 1
             self.consecutive = 0
