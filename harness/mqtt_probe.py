@@ -99,8 +99,21 @@ def _recv_exact(sock: socket.socket, n: int, deadline: float, what: str) -> byte
     return bytes(buf)
 
 
-def read_packet(sock: socket.socket, deadline: float, what: str) -> tuple[int, bytes]:
+def read_packet(
+    sock: socket.socket, deadline: float, what: str, expect: int | None = None
+) -> tuple[int, bytes]:
+    """One packet. With ``expect``, a different first byte is NotMqtt at once (a foreign
+    protocol's answer is rarely a valid MQTT frame, so its "length" must not be trusted)."""
     first = _recv_exact(sock, 1, deadline, what)[0]
+    if expect is not None and first != expect:
+        rest = b""
+        with contextlib.suppress(OSError, ProbeError):
+            sock.settimeout(0.05)
+            rest = sock.recv(32)
+        raise NotMqtt(
+            f"expected {what} (first byte 0x{expect:02x}) but the listener answered"
+            f" {bytes([first]) + rest!r}"
+        )
     length, shift = 0, 0
     for _ in range(4):
         byte = _recv_exact(sock, 1, deadline, what)[0]
@@ -120,7 +133,7 @@ def open_session(host: str, port: int, client_id: str, keepalive: int = 10) -> s
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(connect_packet(client_id, keepalive))
         deadline = time.monotonic() + PROBE_REPLY_TIMEOUT
-        first, body = read_packet(sock, deadline, "CONNACK")
+        first, body = read_packet(sock, deadline, "CONNACK", expect=0x20)
         if first != 0x20 or len(body) != 2:
             raise NotMqtt(
                 f"expected CONNACK (0x20, 2 bytes) but got first byte 0x{first:02x}"

@@ -1,0 +1,270 @@
+"""The supervised broker: every backend, MQTT readiness, remembered failures, restarts, budget."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from harness import settings
+from harness.broker import Broker, BrokerConfig, create_broker
+from harness.broker_backends import find_mosquitto
+from harness.errors import BrokerStartError
+from harness.images import DEFAULT_IMAGE
+from harness.mqtt import ClientIds, ClientPool, HarnessClient, Monitor
+from harness.mqtt_probe import probe
+from harness.ports import PortBlock
+from harness.topics import TopicNamespace
+from harness.worker import WorkerIdentity
+
+needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="no mosquitto binary")
+
+
+def _cfg(**env: str) -> BrokerConfig:
+    environ = {f"HARNESS_{k.upper()}": v for k, v in env.items()}
+    r = settings.resolve
+    return BrokerConfig(
+        r("broker", None, environ),
+        r("broker-image", None, environ),
+        r("mosquitto-binary", None, environ),
+        r("broker-timeout", None, environ),
+        r("broker-restart-budget", None, environ),
+        r("broker-probe-interval", None, environ),
+    )
+
+
+def _roundtrip(broker: Broker, ns: TopicNamespace) -> None:
+    """Publish through a pooled client and receive it on a Monitor: a real pub/sub check."""
+    ids = ClientIds("t", "master")
+    pool = ClientPool(broker.host, broker.port, ids)
+    client = HarnessClient(ids.next("mon"))
+    client.connect_and_wait(broker.host, broker.port)
+    monitor = Monitor(ns, client, pool)
+    try:
+        monitor.publish("hello/world", b'{"ok": true}')
+        assert monitor.wait_for("hello/+", timeout=5)[0].json() == {"ok": True}
+    finally:
+        monitor.close()
+        pool.close()
+
+
+@pytest.fixture
+def identity(worker: WorkerIdentity) -> WorkerIdentity:
+    return worker
+
+
+@pytest.fixture
+def spare_port(port_block: PortBlock, request: pytest.FixtureRequest) -> int:
+    return port_block.port(f"spare-{request.node.name}")
+
+
+@needs_mosquitto
+@pytest.mark.parametrize("backend", ["mosquitto", "embedded"])
+def test_process_backends_start_ready_and_stop(
+    backend: str, identity: WorkerIdentity, spare_port: int, test_topics: TopicNamespace
+) -> None:
+    broker = create_broker(_cfg(broker=backend), identity, spare_port, test_topics)
+    broker.start()
+    try:
+        assert broker.backend == backend
+        assert broker.url == f"mqtt://127.0.0.1:{spare_port}"
+        _roundtrip(broker, test_topics)
+        log_dir = Path(broker.log).parent
+        assert log_dir.is_dir()
+    finally:
+        broker.stop()
+    assert not log_dir.exists(), "a healthy broker's temp dir is removed at stop"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", spare_port), timeout=1).close()
+    stats = broker.statistics()
+    assert stats.starts == 1
+    assert stats.healthy
+    assert stats.last_ready_seconds > 0
+
+
+@pytest.mark.docker
+def test_docker_backend_local_image(
+    identity: WorkerIdentity, spare_port: int, test_topics: TopicNamespace
+) -> None:
+    broker = create_broker(
+        _cfg(broker="docker", broker_image=DEFAULT_IMAGE), identity, spare_port, test_topics
+    )
+    broker.start()
+    client = docker.from_env()
+    try:
+        assert broker.backend == "docker"
+        _roundtrip(broker, test_topics)
+        found = client.containers.list(
+            filters={"label": [f"dev.harness.run={identity.run_id}", "dev.harness.service"]}
+        )
+        mine = [c for c in found if c.labels.get("dev.harness.worker") == identity.worker_id]
+        assert len(mine) == 1
+        bindings = mine[0].attrs["HostConfig"]["PortBindings"]["1883/tcp"]
+        assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(spare_port)}]
+        host, port = broker.service_env(test_topics, for_container=True)["MQTT_BROKER"], 1883
+        assert host and port == 1883
+        # a killed container is noticed through the idle sentinel connection and restarted
+        broker.kill()
+        broker.ensure_alive()
+        assert broker.restart_count == 1
+        assert broker.port == spare_port
+        _roundtrip(broker, test_topics)
+    finally:
+        broker.stop()
+        left = client.containers.list(
+            all=True, filters={"label": f"dev.harness.run={identity.run_id}"}
+        )
+        client.close()
+    assert not [c for c in left if c.labels.get("dev.harness.service") == "mqtt-broker"]
+
+
+def test_external_backend_uses_a_running_broker(
+    mqtt_broker: Broker, identity: WorkerIdentity, test_topics: TopicNamespace
+) -> None:
+    broker = create_broker(_cfg(broker=f"external:{mqtt_broker.url}"), identity, 0, test_topics)
+    broker.start()
+    try:
+        assert (broker.backend, broker.port) == ("external", mqtt_broker.port)
+        _roundtrip(broker, test_topics)
+        env = broker.service_env(test_topics)
+        assert env["MQTT_URL"] == mqtt_broker.url
+        assert env["MQTT_TOPIC_PREFIX"] == env["TOPIC_PREFIX"] == test_topics.prefix
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def http_like_listener(spare_port: int) -> Iterator[int]:
+    """A TCP listener that answers anything with an HTTP error: not an MQTT broker."""
+    srv = socket.create_server(("127.0.0.1", spare_port))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(100)
+                conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield spare_port
+    stop.set()
+    thread.join()
+    srv.close()
+
+
+@pytest.mark.parametrize("backend", ["external", "mosquitto"])
+def test_non_mqtt_listener_is_rejected(
+    backend: str, http_like_listener: int, identity: WorkerIdentity, test_topics: TopicNamespace
+) -> None:
+    choice = f"external:mqtt://127.0.0.1:{http_like_listener}" if backend == "external" else backend
+    broker = create_broker(_cfg(broker=choice), identity, http_like_listener, test_topics)
+    start = time.monotonic()
+    with pytest.raises(BrokerStartError) as info:
+        broker.start()
+    assert time.monotonic() - start < 5
+    text = str(info.value)
+    assert text.startswith("harness:")
+    assert str(http_like_listener) in text
+    # mosquitto cannot bind (its log says so) or the probe meets the HTTP answer first
+    assert "does not speak MQTT" in text or "Address already in use" in text
+    # remembered: a second start fails at once with the same error
+    with pytest.raises(BrokerStartError) as again:
+        broker.start()
+    assert again.value is info.value
+    broker.stop(keep_logs=False)
+
+
+@needs_mosquitto
+def test_failed_start_attaches_log_and_is_remembered(pytester: pytest.Pytester) -> None:
+    fake = pytester.path / "fake-mosquitto"
+    fake.write_text("#!/bin/sh\necho 'Error: boom, the config is unusable' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    pytester.makepyfile(
+        """
+        def test_one(mqtt_broker): pass
+        def test_two(mqtt_monitor): pass
+        def test_three(mqtt_client): pass
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--harness-broker=mosquitto", f"--harness-mosquitto-binary={fake}", "-p", "no:randomly"
+    )
+    result.assert_outcomes(errors=3)
+    result.stdout.fnmatch_lines(["*BrokerStartError*exited with code 3*", "*boom, the config*"])
+    assert result.duration < 30
+
+
+def test_unavailable_broker_skips_or_fails_when_required(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_uses_monitor(mqtt_monitor): pass\n")
+    args = ("--harness-broker=mosquitto", "--harness-mosquitto-binary=/nonexistent/mosquitto")
+    skipped = pytester.runpytest_subprocess(*args, "-rs")
+    skipped.assert_outcomes(skipped=1)
+    skipped.stdout.fnmatch_lines(["*no mosquitto binary was found*--harness-broker=embedded*"])
+    failed = pytester.runpytest_subprocess(*args, "--harness-require-broker")
+    failed.assert_outcomes(errors=1)
+    failed.stdout.fnmatch_lines(["*--harness-require-broker is set*"])
+
+
+SUPERVISION_SUITE = """
+import time
+PORTS = []
+
+def test_1_kill(mqtt_broker):
+    PORTS.append(mqtt_broker.port)
+    assert mqtt_broker.restart_count == 0
+    mqtt_broker.kill()
+
+def test_2_restarted_on_same_port(mqtt_broker, mqtt_monitor):
+    assert mqtt_broker.restart_count == 1
+    assert mqtt_broker.port == PORTS[0]
+    mqtt_monitor.publish("after/restart", b"1")
+    assert mqtt_monitor.wait_for("after/#")[0].payload == b"1"
+
+def test_3_kill_again(mqtt_broker):
+    mqtt_broker.kill()
+
+def test_4_dead(mqtt_broker): pass
+def test_5_dead(mqtt_monitor): pass
+def test_6_dead(mqtt_client): pass
+"""
+
+
+@needs_mosquitto
+def test_sigkill_restarts_then_budget_fails_fast(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_supervision=SUPERVISION_SUITE)
+    xml = pytester.path / "junit.xml"
+    result = pytester.runpytest_subprocess(
+        "--harness-broker=mosquitto",
+        "--harness-broker-restart-budget=1",
+        f"--junitxml={xml}",
+        "-p",
+        "no:randomly",
+    )
+    result.assert_outcomes(passed=3, errors=3)
+    result.stdout.fnmatch_lines(["*BrokerUnhealthy*restart budget is used up (1 of 1*"])
+    assert "broker.log" in result.stdout.str(), "the error names the broker log"
+    times = {
+        case.get("name"): float(case.get("time", "0"))
+        for case in ET.parse(xml).getroot().iter("testcase")
+    }
+    for name in ("test_4_dead", "test_5_dead", "test_6_dead"):
+        assert times[name] < 1.0, (name, times)
+
+
+def test_probe_timings_are_real(mqtt_broker: Broker, test_topics: TopicNamespace) -> None:
+    times = probe(mqtt_broker.host, mqtt_broker.port, test_topics.topic("probe"))
+    assert 0 < times.connack <= times.total
+    assert times.round_trip > 0
+    assert mqtt_broker.statistics().healthy
