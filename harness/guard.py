@@ -168,6 +168,8 @@ class ResourceGuard:
         self.tests = 0
         self.count_mode_tests = 0
         self.overhead_ns = 0
+        self.module_gcs = 0
+        self.module_gc_ns = 0
         self._held: dict[int, _Held] = {}
         self._union = _Held()
         self._before: Snapshot | None = None
@@ -315,6 +317,10 @@ class ResourceGuard:
         self.tests += 1
         module_end = nextitem is None or nextitem.path != item.path
         resources = self._module_gc(item) if module_end else []
+        t1 = time.perf_counter_ns()
+        if module_end:
+            self.module_gcs += 1
+            self.module_gc_ns += t1 - t0
         after = self.prober.take()
         delta = self._delta(after, before)
         tmp_new = self._tmp_new()
@@ -480,6 +486,8 @@ class ResourceGuard:
             "top_adders": self.added.most_common(TOP_TESTS),
             "near_limit": self.near_limit,
             "tmp_leftovers": self.tmp_leftovers,
+            "module_gcs": self.module_gcs,
+            "module_gc_ms": round(self.module_gc_ns / 1e6, 1),
         }
 
 

@@ -1,0 +1,227 @@
+"""The resource guard against real leaks: inner suites that leak one resource per test."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+
+import pytest
+
+LEAKS = """
+import concurrent.futures, socket, subprocess, sys, tempfile, threading
+import paho.mqtt.client as mqtt
+import pytest
+
+KEEP = []
+
+def test_file():
+    KEEP.append(open(__file__))
+
+def test_socket():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    KEEP.append(server)
+
+def test_thread():
+    stop = threading.Event()
+    KEEP.append(stop)
+    threading.Thread(target=stop.wait, name="leaky-thread", daemon=True).start()
+
+def test_executor():
+    pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="leaky-pool")
+    pool.submit(int).result()
+    KEEP.append(pool)
+
+def test_child():
+    KEEP.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+
+def test_tempdir():
+    tempfile.mkdtemp(prefix="leaky-")
+
+def test_paho():
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="leaky-paho")
+    client.loop_start()
+    KEEP.append(client)
+
+def test_clean(tmp_path):
+    (tmp_path / "x").write_text("fine")
+    with open(tmp_path / "x") as fh:
+        fh.read()
+"""
+
+# test name -> a regex the finding for it must match
+EXPECTED = {
+    "test_file": r"file \S+test_leaks\.py",
+    "test_socket": r"socket 127\.0\.0\.1:\d+ \(listening\)",
+    "test_thread": r"thread 'leaky-thread'",
+    "test_executor": r"thread 'leaky-pool_0'",
+    "test_child": r"child \d+ python\S* -c import time",
+    "test_tempdir": r"temp dir \S+/leaky-\w+",
+    "test_paho": r"thread 'paho-mqtt-client-leaky-paho'|socket",
+}
+
+
+def _report(pytester: pytest.Pytester, *args: str) -> tuple[pytest.RunResult, dict]:
+    pytester.makepyfile(test_leaks=LEAKS)
+    report = pytester.path / "guard.json"
+    result = pytester.runpytest_subprocess(f"--harness-report={report}", "-p", "no:randomly", *args)
+    return result, json.loads(report.read_text())
+
+
+def _by_test(data: dict) -> dict[str, list[str]]:
+    return {f["nodeid"].split("::")[-1]: f["resources"] for f in data["findings"]}
+
+
+@pytest.mark.parametrize(
+    ("mode", "xdist"),
+    [("warn", ()), ("strict", ()), ("warn", ("-n", "2")), ("strict", ("-n", "2"))],
+)
+def test_each_leak_is_blamed_on_its_test(
+    pytester: pytest.Pytester, mode: str, xdist: tuple[str, ...]
+) -> None:
+    result, data = _report(pytester, f"--harness-guard={mode}", *xdist)
+    found = _by_test(data)
+    assert set(found) == set(EXPECTED), found
+    for test, pattern in EXPECTED.items():
+        assert any(re.search(pattern, r) for r in found[test]), (test, found[test])
+    # nothing else is blamed on a test that did not make it
+    assert all(len(found[t]) == 1 for t in EXPECTED if t not in ("test_paho",)), found
+    out = result.stdout.str()
+    assert "harness resources" in out
+    if mode == "warn":
+        result.assert_outcomes(passed=len(EXPECTED) + 1, warnings=len(EXPECTED))
+        assert "ResourceGuardWarning: harness: test_leaks.py::test_thread" in out
+    else:
+        result.assert_outcomes(passed=len(EXPECTED) + 1, errors=len(EXPECTED))
+        assert re.search(r"ERROR .*test_leaks.py::test_socket - harness.errors.ResourceLeak", out)
+    assert data["workers"] and all(w["mode"] == mode for w in data["workers"])
+    if xdist:
+        assert {w["worker"] for w in data["workers"]} == {"gw0", "gw1"}
+    assert any(
+        p.endswith(tuple(f"leaky-{s}" for s in ())) or "leaky-" in p
+        for w in data["workers"]
+        for p in w["tmp_leftovers"]
+    )
+
+
+def test_guard_off_reports_nothing(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # with the guard off the inner run keeps TMPDIR: give it its own, not this run's guard dir
+    (pytester.path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(pytester.path / "tmp"))
+    result, data = _report(pytester, "--harness-guard=off")
+    assert data["findings"] == [] and data["workers"] == []
+    result.assert_outcomes(passed=len(EXPECTED) + 1)
+
+
+def test_allow_list_drops_matching_resources(pytester: pytest.Pytester) -> None:
+    _, data = _report(pytester, "--harness-guard-allow=thread 'leaky-.*'")
+    found = _by_test(data)
+    assert "test_thread" not in found and "test_executor" not in found
+    assert "test_file" in found
+
+
+CLEAN = """
+import pytest, threading, socket, subprocess, sys, tempfile
+
+@pytest.fixture(scope="session")
+def session_server():
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+    t = threading.Thread(target=stop.wait, name="session-helper")
+    t.start()
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    tmp = tempfile.mkdtemp()
+    yield server
+    stop.set(); t.join(); server.close(); child.stdin.close(); child.wait()
+    import shutil; shutil.rmtree(tmp)
+
+@pytest.fixture(scope="module")
+def module_file(tmp_path_factory):
+    fh = open(tmp_path_factory.mktemp("m") / "f", "w")
+    yield fh
+    fh.close()
+
+@pytest.mark.parametrize("i", range(100))
+def test_ok(i, session_server, module_file, tmp_path, port_block, worker):
+    with socket.create_connection(session_server.getsockname()) as c:
+        conn, _ = session_server.accept()
+        conn.close()
+    module_file.write(str(i))
+    assert worker.worker_id.startswith("gw")
+"""
+
+
+def test_clean_500_under_xdist_has_no_finding(pytester: pytest.Pytester) -> None:
+    for k in range(5):
+        pytester.makepyfile(**{f"test_clean{k}": CLEAN})
+    report = pytester.path / "guard.json"
+    result = pytester.runpytest_subprocess("-n", "2", f"--harness-report={report}", "-q")
+    result.assert_outcomes(passed=500)
+    data = json.loads(report.read_text())
+    assert data["findings"] == [], data["findings"][:3]
+    assert sum(w["tests"] for w in data["workers"]) == 500
+    assert "ResourceGuardWarning" not in result.stdout.str()
+
+
+NEAR_LIMIT = """
+import pytest
+KEEP = []
+
+@pytest.mark.parametrize("i", range(40))
+def test_leaks_ten(i):
+    for _ in range(10):
+        KEEP.append(open(__file__))
+"""
+
+
+def test_near_limit_warning_comes_before_emfile(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_near=NEAR_LIMIT)
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-v",
+            "-p",
+            "no:cacheprovider",
+            "--harness-fd-limit=0",
+            str(pytester.path),
+        ],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        preexec_fn=low_limit,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    lines = proc.stdout.splitlines()
+    warn_at = next(i for i, ln in enumerate(lines) if "% of the fd soft limit 256" in ln)
+    first_fail = next(
+        i for i, ln in enumerate(lines) if re.search(r"test_leaks_ten\[\d+\] FAILED", ln)
+    )
+    assert warn_at < first_fail, "\n".join(lines[: first_fail + 2])
+    warn_line = lines[warn_at]
+    assert re.search(r"80 % of the fd soft limit 256", warn_line)
+    assert re.search(r"after test_near.py::test_leaks_ten\[\d+\]", warn_line)
+    assert re.search(
+        r"tests that added most: test_near.py::test_leaks_ten\[\d+\] \(\+10\)", warn_line
+    )
+    assert "file " in warn_line or "file" in warn_line
+    assert "Too many open files" in proc.stdout + proc.stderr
+    assert "95 % of the fd soft limit" in proc.stdout
