@@ -134,19 +134,21 @@ def check_docker(required: bool = True) -> Check:
     host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
         import docker
-
-        client = docker.from_env(timeout=int(DOCKER_TIMEOUT_S))
-    except Exception as exc:
+    except ImportError as exc:
         return Check(
             "docker",
             fail,
-            f"cannot make a client for {host}: {exc}",
-            "install the docker SDK (pip install docker) and check DOCKER_HOST",
+            f"the docker SDK is not installed: {exc}",
+            "pip install docker",
             EXIT_DOCKER,
         )
     try:
-        version = client.version()
-        info = client.info()
+        client = docker.from_env(timeout=int(DOCKER_TIMEOUT_S))
+        try:
+            version = client.version()
+            info = client.info()
+        finally:
+            client.close()
     except Exception as exc:
         return Check(
             "docker",
@@ -156,8 +158,6 @@ def check_docker(required: bool = True) -> Check:
             " at a running daemon",
             EXIT_DOCKER,
         )
-    finally:
-        client.close()
     detail = f"{host}: engine {version.get('Version')} API {version.get('ApiVersion')}"
     root = str(info.get("DockerRootDir") or "")
     if root and Path(root).exists():
