@@ -166,7 +166,10 @@ class Services:
         self._count = 0
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = dict(self.broker.service_env(self.namespace))
+        if isinstance(self.broker, SiteBroker):  # a subprocess reaches it on 127.0.0.1
+            env = dict(self.broker.service_env(self.namespace, for_container=False))
+        else:
+            env = dict(self.broker.service_env(self.namespace))
         env.update({k: str(v) for k, v in extra.items()})
         return env
 
@@ -280,3 +283,164 @@ def start_pump(services: Services, fake_gpio: Any) -> Iterator[Callable[..., InP
     yield start
     for item in reversed(started):
         item.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# containers: services from the local image on the worker's Docker network, talking to a
+# "site broker" container on that network (as on the edge device); the test process reaches
+# the site broker through its port published on 127.0.0.1.
+
+SITE_IMAGE = "harness-local/mqtt-python:latest"  # harness.images.DEFAULT_IMAGE
+CONTAINER_SRC = "/opt/firewatch"
+CONTAINER_STOP_TIMEOUT = 3  # docker stop: SIGTERM, then SIGKILL after this many seconds
+SITE_BROKER_COMMAND = [
+    "sh",
+    "-c",
+    "printf 'listener 1883\\nallow_anonymous true\\n' > /tmp/m.conf"
+    " && exec mosquitto -c /tmp/m.conf",
+]
+
+
+class SiteBroker:
+    """mosquitto in a container on the worker's network. ``container_host`` is its name there."""
+
+    def __init__(self, handle: Any, network: str) -> None:
+        self.handle = handle
+        self.network = network
+        self.container_host = handle.name
+        self.host = "127.0.0.1"
+        self.port = handle.host_port(1883)
+        self.restart_count = 0
+
+    def kill(self) -> None:
+        self.handle.kill()
+        self.handle.wait_exit(KILL_TIMEOUT)
+
+    def ensure_alive(self) -> None:
+        """Start the (same) container again if it is down: same name, same published port."""
+        if self.handle.reload_status() == "running":
+            return
+        self.restart_count += 1
+        self.handle.container.start()
+        from harness.docker_ready import MqttReady, wait_ready
+
+        reason = wait_ready(self.handle, [MqttReady(1883)], READY_TIMEOUT)
+        if reason is not None:
+            raise AssertionError(
+                f"harness: site broker {self.handle.name} did not restart: {reason}"
+            )
+
+    def service_env(self, namespace: TopicNamespace, for_container: bool = True) -> dict[str, str]:
+        host, port = (self.container_host, 1883) if for_container else (self.host, self.port)
+        return {"MQTT_BROKER": host, "MQTT_PORT": str(port), **namespace.env()}
+
+
+@pytest.fixture(scope="session")
+def site_broker(session_containers: Any) -> SiteBroker:
+    from harness.docker_ready import MqttReady
+
+    network = session_containers.network()
+    handle = session_containers.run(
+        SITE_IMAGE,
+        service="fw-site-broker",
+        command=SITE_BROKER_COMMAND,
+        ports=[1883],
+        network=network,
+        ready=MqttReady(1883),
+    )
+    return SiteBroker(handle, network.name)
+
+
+@pytest.fixture
+def site_monitor(site_broker: SiteBroker, test_topics: TopicNamespace) -> Iterator[Any]:
+    """Like ``mqtt_monitor``, on the site broker (re-subscribes after a broker restart)."""
+    from fallbacks import FallbackMonitor
+
+    site_broker.ensure_alive()
+    monitor = FallbackMonitor(site_broker, test_topics)
+    yield monitor
+    monitor.close()
+
+
+class ContainerServices:
+    """Starts firewatch services as containers for one test; stops them (SIGTERM, then SIGKILL
+    after CONTAINER_STOP_TIMEOUT) and saves their logs to the log directory at the end."""
+
+    def __init__(
+        self,
+        containers: Any,
+        broker: SiteBroker,
+        monitor: Any,
+        namespace: TopicNamespace,
+        log_dir: Path,
+        nodeid: str,
+    ) -> None:
+        self.containers = containers
+        self.broker = broker
+        self.monitor = monitor
+        self.namespace = namespace
+        self.log_dir = log_dir
+        self.token = node_token(nodeid)
+        self.handles: list[tuple[str, Any]] = []
+
+    def start(self, service: str, wait: bool = True, **extra: Any) -> Any:
+        env = {
+            "PYTHONPATH": CONTAINER_SRC,
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "PYTHONUNBUFFERED": "1",
+            **self.broker.service_env(self.namespace),
+            **{k: str(v) for k, v in extra.items()},
+        }
+        health_name = service if service != "camera" else f"camera-{env.get('CAMERA_ID', 'cam0')}"
+        handle = self.containers.run(
+            SITE_IMAGE,
+            service=f"fw-{service}",
+            command=["python3", "-m", f"firewatch.{service}"],
+            environment=env,
+            network=self.broker.network,
+            volumes={
+                str(FIREWATCH_ROOT / "firewatch"): {
+                    "bind": f"{CONTAINER_SRC}/firewatch",
+                    "mode": "ro",
+                }
+            },
+            working_dir=CONTAINER_SRC,
+        )
+        self.handles.append((health_name, handle))
+        if wait:
+            self.wait_online(health_name)
+        return handle
+
+    def wait_online(
+        self, health_name: str, extra: Callable[[dict[str, Any]], bool] | None = None
+    ) -> dict[str, Any]:
+        found = self.monitor.wait_for(
+            f"system/{health_name}/health", predicate=online(extra), timeout=READY_TIMEOUT
+        )
+        return dict(found[-1].json())
+
+    def close(self) -> None:
+        for i, (name, handle) in enumerate(self.handles):
+            try:
+                if handle.reload_status() == "running":
+                    handle.container.stop(timeout=CONTAINER_STOP_TIMEOUT)
+                path = self.log_dir / f"{self.token}-c{i:02d}-{name}-container.log"
+                path.write_text(handle.logs())
+            except Exception as exc:  # the container may be gone already; keep closing
+                logging.getLogger(__name__).warning("closing %s: %r", handle, exc)
+
+
+@pytest.fixture
+def fw_containers(
+    containers: Any,
+    site_broker: SiteBroker,
+    site_monitor: Any,
+    test_topics: TopicNamespace,
+    firewatch_log_dir: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[ContainerServices]:
+    svc = ContainerServices(
+        containers, site_broker, site_monitor, test_topics, firewatch_log_dir, request.node.nodeid
+    )
+    yield svc
+    svc.close()

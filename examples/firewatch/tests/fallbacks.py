@@ -161,3 +161,4 @@ class FallbackMonitor:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        self.client._reset_sockets()  # paho's wake-up socket pair, else open until GC

@@ -1,0 +1,68 @@
+"""The whole system as subprocesses on the worker's harness broker, including the broker killed
+mid-test (supervision restarts it on the same port; every service reconnects by itself)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conftest import Services
+from fallbacks import FallbackMonitor
+
+SERVICES = [
+    ("consensus", {"CONSENSUS_THRESHOLD": "2"}),
+    ("pump", {"MAX_RUNTIME": "30"}),
+    ("camera", {"CAMERA_ID": "north"}),
+    ("camera", {"CAMERA_ID": "south"}),
+]
+NAMES = ("consensus", "pump", "camera-north", "camera-south")
+
+
+def start_all(services: Services) -> None:
+    for service, env in SERVICES:
+        services.start(service, wait=False, **env)
+    for name in NAMES:
+        services.wait_online(name)
+
+
+def detect_both(monitor: Any) -> None:
+    for cam in ("north", "south"):
+        monitor.publish(
+            f"camera/{cam}/command", json.dumps({"action": "detect", "confidence": 0.9})
+        )
+
+
+def test_pipeline_detection_to_pump(services: Services, mqtt_monitor: Any) -> None:
+    start_all(services)
+    detect_both(mqtt_monitor)
+    trigger = mqtt_monitor.wait_for("trigger/fire")[0].json()
+    assert trigger["cameras"] == ["north", "south"]
+    state = mqtt_monitor.wait_for("pump/state", predicate=lambda m: m.json()["state"] == "running")
+    assert state[0].json()["reason"] == f"trigger {trigger['trigger_id']}"
+
+
+def test_pipeline_health_of_every_service(services: Services, mqtt_monitor: Any) -> None:
+    start_all(services)
+    found = {m.topic for m in mqtt_monitor.wait_for("system/+/health", count=4)}
+    assert found == {f"system/{name}/health" for name in NAMES}
+
+
+def test_pipeline_survives_broker_kill(
+    services: Services, mqtt_monitor: Any, mqtt_broker: Any
+) -> None:
+    start_all(services)
+    mqtt_broker.kill()
+    mqtt_broker.ensure_alive()  # what supervision does before the next test, done now
+    watcher = FallbackMonitor(mqtt_broker, mqtt_monitor.namespace)  # re-subscribes on reconnect
+    try:
+        for name in NAMES:
+            watcher.wait_for(
+                f"system/{name}/health", predicate=lambda m: m.json().get("connects", 0) >= 2
+            )
+        detect_both(watcher)
+        assert watcher.wait_for("trigger/fire")[0].json()["cameras"] == ["north", "south"]
+        watcher.wait_for("pump/state", predicate=lambda m: m.json()["state"] == "running")
+    finally:
+        watcher.close()
+    assert all(proc.alive for proc in services.processes)
+    assert all("lost broker connection; reconnecting" in p.log() for p in services.processes)
