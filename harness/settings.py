@@ -162,3 +162,31 @@ def resolve(
 
 def value(name: str, config: pytest.Config | None = None) -> Any:
     return resolve(name, config).value
+
+
+def markdown_table() -> str:
+    """Every registered option as a Markdown table (the README's option list is made by this)."""
+    rows = [
+        "| command line | ini key | environment | default | what it does |",
+        "|---|---|---|---|---|",
+    ]
+    for opt in sorted(OPTIONS.values(), key=lambda o: o.name):
+        help_text = opt.help.replace("|", "\\|")
+        if opt.choices:
+            help_text += f" One of: {', '.join(opt.choices)}."
+        rows.append(
+            f"| `{opt.cli}` | `{opt.ini}` | `{opt.env}` | `{opt.default!r}` | {help_text} |"
+        )
+    return "\n".join(rows)
+
+
+BEGIN, END = "<!-- options:begin", "<!-- options:end -->"
+
+
+def readme_with_table(text: str) -> str:
+    """``text`` with the generated table placed between the options markers."""
+    head, _, rest = text.partition(BEGIN)
+    marker_line, _, rest = rest.partition("\n")
+    _, _, tail = rest.partition(END)
+    return f"{head}{BEGIN}{marker_line}\n{markdown_table()}\n{END}{tail}"
+

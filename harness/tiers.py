@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -39,7 +38,10 @@ DEFAULT_SUITE = "examples/firewatch/tests"
 DEFAULT_TIERS = ("1", "2", "auto")
 MAX_WORKER_RESTART = 2
 LOCK_WAIT_NOTICE_S = 2.0
-NO_TESTS = 5  # pytest's exit code when nothing was collected
+NO_TESTS = 5
+DEFAULT_OUT = Path(
+    ".harness/tiers"
+)  # per tier: junit.xml and the services' logs  # pytest's exit code when nothing was collected
 
 
 def usable_cpus() -> int:
@@ -148,11 +150,13 @@ def run_tier(
     pytest_args: Sequence[str] = (),
     validators: Sequence[Validator] | None = None,
     echo: Callable[[str], None] = print,
+    out_dir: Path = DEFAULT_OUT,
 ) -> TierResult:
     """Run the suite once at this tier (holding the per-daemon tier lock) and validate it."""
     workers = workers_for(tier)
     run_id = f"tier{tier}-{os.urandom(3).hex()}"
-    log_dir = Path(tempfile.mkdtemp(prefix=f"harness-tier{tier}-"))
+    log_dir = out_dir / run_id
+    log_dir.mkdir(parents=True, exist_ok=True)
     junit = log_dir / "junit.xml"
     cmd = [
         sys.executable,
@@ -253,12 +257,13 @@ def run_tiers(
     json_path: Path | None = None,
     validators: Sequence[Validator] | None = None,
     echo: Callable[[str], None] = print,
+    out_dir: Path = DEFAULT_OUT,
 ) -> list[TierResult]:
     """Run tiers in order, stop at the first that fails; print the table, write JSON."""
     done: list[TierResult] = []
     for i, tier in enumerate(tiers, 1):
         echo(f"harness: [{i}/{len(tiers)}] tier {tier}")
-        result = run_tier(tier, suite, pytest_args, validators, echo)
+        result = run_tier(tier, suite, pytest_args, validators, echo, out_dir)
         done.append(result)
         if not result.ok:
             rest = ", ".join(tiers[i:]) or "none"

@@ -1,0 +1,165 @@
+"""nox sessions, invoke tasks, the tier runner, the CI matrix and the README stay true."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+import harness.plugin  # noqa: F401 - registers every option
+from harness import ci, settings, tiers
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _run(
+    *cmd: str, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=cwd, capture_output=True, text=True, check=False, env=env or dict(os.environ)
+    )
+
+
+def test_readme_option_table_is_current() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert settings.readme_with_table(text) == text, (
+        "README's option table is stale: run `python -m harness options --update-readme README.md`"
+    )
+    for opt in settings.OPTIONS.values():
+        assert opt.cli in text
+
+
+def test_nox_lists_tier_sessions_by_exact_names() -> None:
+    proc = _run(str(BIN / "nox"), "-l")
+    assert proc.returncode == 0, proc.stderr
+    names = {line.split()[1] for line in proc.stdout.splitlines() if line[:2] in ("* ", "- ")}
+    assert {
+        "integration-1",
+        "integration-2",
+        "integration-auto",
+        "tiers",
+        "tests",
+        "lint",
+        "bench",
+    } <= names
+
+
+def test_invoke_lists_tasks() -> None:
+    proc = _run(str(BIN / "invoke"), "--list")
+    assert proc.returncode == 0, proc.stderr
+    for name in ("preflight", "warmup", "prune", "images", "tiers", "ci-matrix"):
+        assert f"  {name} " in proc.stdout or f"  {name}\n" in proc.stdout
+
+
+def test_ci_matrix_is_tiers_times_shards() -> None:
+    proc = _run(str(BIN / "invoke"), "ci-matrix", "--shards", "4")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
+    pairs = {(e["tier"], e["shard"]) for e in data["include"]}
+    assert pairs == {(t, str(k)) for t in ("1", "2", "auto") for k in range(1, 5)}
+    assert {e["splits"] for e in data["include"]} == {"4"}
+    with pytest.raises(ValueError, match="--shards=0"):
+        ci.matrix(0)
+
+
+def test_workflow_is_valid_and_uses_the_matrix_commands() -> None:
+    wf = yaml.safe_load((ROOT / ".github/workflows/integration.yml").read_text())
+    steps = wf["jobs"]["tiers"]["steps"]
+    commands = " ".join(str(s.get("run", "")) for s in steps)
+    assert "nox -s integration-${{ matrix.tier }}" in commands
+    assert "--splits ${{ matrix.splits }} --group ${{ matrix.shard }}" in commands
+    assert "invoke ci-matrix --shards 4" in str(wf["jobs"]["matrix"]["steps"])
+    assert wf["jobs"]["tiers"]["env"]["HARNESS_SHARD"] == "${{ matrix.shard }}"
+    cmd = ci.shard_command("2", 3, 4)
+    assert cmd[:3] == ["nox", "-s", "integration-2"]
+    assert cmd[cmd.index("--group") + 1] == "3"
+
+
+def test_auto_tier_is_pinned_by_harness_setting(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_a="def test_a(worker):\n    assert worker.count == 3\n")
+    result = pytester.runpytest_subprocess("-n", "auto", "--harness-auto-workers", "3")
+    result.stdout.fnmatch_lines(["*3 workers*"])
+    result.assert_outcomes(passed=1)
+
+
+def test_usable_cpus_is_positive_and_bounded() -> None:
+    assert 1 <= tiers.usable_cpus() <= (os.cpu_count() or 1)
+    assert (
+        tiers.auto_workers() == min(16, 2 * tiers.usable_cpus())
+        or "HARNESS_AUTO_WORKERS" in os.environ
+    )
+
+
+def test_tiers_run_in_order_stop_at_first_failure_and_compute_the_table(tmp_path: Path) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_s.py").write_text(
+        textwrap.dedent(
+            """
+            import os, pytest
+
+            @pytest.mark.parametrize("i", range(6))
+            def test_ok(worker, i):
+                assert worker.count >= 1
+
+            def test_breaks_with_three_workers(worker):
+                assert worker.count != 3, "breaks on purpose at -n 3"
+            """
+        )
+    )
+    lines: list[str] = []
+    out = tmp_path / "tiers.json"
+    results = tiers.run_tiers(
+        ["1", "2", "3", "4"],
+        str(suite),
+        ["-q"],
+        json_path=out,
+        validators=[],
+        echo=lines.append,
+        out_dir=tmp_path / "out",
+    )
+    assert [r.tier for r in results] == ["1", "2", "3"], "tier 4 must not run after 3 failed"
+    assert [r.workers for r in results] == [1, 2, 3]
+    assert [(r.tests, r.passed, r.failed) for r in results] == [(7, 7, 0), (7, 7, 0), (7, 6, 1)]
+    assert results[0].speedup == 1.0
+    for r in results:
+        assert r.wall_s > 0
+        assert r.speedup == pytest.approx(results[0].wall_s / r.wall_s, rel=0.02)
+    data = json.loads(out.read_text())
+    assert [t["tier"] for t in data["tiers"]] == ["1", "2", "3"]
+    text = "\n".join(lines)
+    assert "stopping at tier 3 (not run: 4)" in text
+    assert "tier  workers  tests  passed  failed" in text
+
+
+def test_a_validator_finding_fails_the_tier(tmp_path: Path) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_s.py").write_text("def test_ok():\n    pass\n")
+
+    def finds_something(run_id: str, log_dir: Path) -> list[str]:
+        return [f"harness: 1 orphaned container of run {run_id}"]
+
+    results = tiers.run_tiers(
+        ["1", "2"], str(suite), [], validators=[finds_something], out_dir=tmp_path / "out"
+    )
+    assert len(results) == 1
+    assert not results[0].ok
+    assert results[0].findings[0].startswith("harness: 1 orphaned container of run tier1-")
+
+
+def test_empty_suite_is_a_failing_tier(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    results = tiers.run_tiers(
+        ["1"], str(tmp_path / "empty"), [], validators=[], out_dir=tmp_path / "out"
+    )
+    assert results[0].exit_code == 5
+    assert not results[0].ok
+    assert "collected no tests" in results[0].findings[0]
