@@ -378,6 +378,8 @@ class Monitor:
                 done.set()
             elif msg.retain and msg.payload and self.namespace.owns(msg.topic):
                 found.add(msg.topic)
+            elif not msg.retain:
+                self._on_message(client, userdata, msg)  # live traffic: record it, canary too
 
         self._client.on_message = on_message
         self._client.subscribe_and_wait(self._filter, qos=1)
