@@ -15,7 +15,7 @@ from harness import tiers as tiers_mod
 from harness import validation as validation_mod  # noqa: F401  (registers --harness-log-dir)
 from harness import worker as worker_mod
 from harness.broker import Broker
-from harness.errors import ConfigError, HarnessWarning
+from harness.errors import ConfigError, HarnessError, HarnessWarning
 from harness.gpio import FakeGPIO, installed
 from harness.mqtt import Monitor
 from harness.ports import PortBlock
@@ -90,6 +90,19 @@ def pytest_configure(config: pytest.Config) -> None:
     # [guard]
     guard_mod.configure(config)
     # [gpio]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A process that runs tests claims its slot now, before any test, so the slot lock is
+    never mistaken for something a test opened. The xdist controller runs no tests: no slot."""
+    runtime = get_runtime(session.config)
+    numprocesses = session.config.getoption("numprocesses", default=None)
+    if runtime.is_worker or not numprocesses:
+        try:
+            runtime.identity()
+        except HarnessError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
