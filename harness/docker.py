@@ -75,6 +75,7 @@ SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CLIENT_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 0  # containers of tests are killed, not stopped gracefully
 LOG_TAIL_LINES = 30
+NUM_POOLS = 6  # idle connections per client are bounded by this (one pool per URL)
 
 
 @dataclass(frozen=True)
@@ -132,13 +133,25 @@ class DockerStatistics:
 def make_client(
     base_url: str | None = None, api_version: str = "1.41", timeout: int = CLIENT_TIMEOUT_S
 ) -> docker_sdk.DockerClient:
-    """A client for ``base_url``, else for ``DOCKER_HOST`` (read, never written)."""
+    """A client for ``base_url``, else for ``DOCKER_HOST`` (read, never written).
+
+    The SDK keeps one connection pool per URL over a unix socket (LRU of ``num_pools``); a small
+    ``num_pools`` bounds the idle connections each worker holds open on both sides.
+    """
     import docker
+    from docker.utils import kwargs_from_env
 
     version = None if api_version == "auto" else api_version
-    if base_url is not None:
-        return docker.DockerClient(base_url=base_url, version=version, timeout=timeout)
-    return docker.DockerClient.from_env(version=version, timeout=timeout)
+    params: dict[str, Any] = {"base_url": base_url} if base_url else kwargs_from_env()
+    client = docker.DockerClient(version=version, timeout=timeout, **params)
+    # docker 7.x ignores num_pools= for unix sockets (operator precedence in APIClient.__init__
+    # always picks 25): bound the per-URL pool LRU here, or every container id costs an idle fd
+    adapter = getattr(client.api, "_custom_adapter", None)
+    if adapter is not None and hasattr(adapter, "pools"):
+        from urllib3._collections import RecentlyUsedContainer
+
+        adapter.pools = RecentlyUsedContainer(NUM_POOLS, dispose_func=lambda pool: pool.close())
+    return client
 
 
 def _not_found(exc: BaseException) -> bool:
