@@ -142,7 +142,7 @@ def make_client(
     from docker.utils import kwargs_from_env
 
     version = None if api_version == "auto" else api_version
-    params: dict[str, Any] = {"base_url": base_url} if base_url else kwargs_from_env()
+    params: dict[str, Any] = {"base_url": base_url} if base_url else dict(kwargs_from_env())
     client = docker.DockerClient(version=version, timeout=timeout, **params)
     # docker 7.x ignores num_pools= for unix sockets (operator precedence in APIClient.__init__
     # always picks 25): bound the per-URL pool LRU here, or every container id costs an idle fd
