@@ -151,6 +151,8 @@ class ProcessBackend:
         if proc is None or proc.poll() is not None:
             return
         proc.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)  # a stopped (hung) broker must see the SIGTERM
         try:
             proc.wait(TERMINATE_TIMEOUT)
         except subprocess.TimeoutExpired:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import threading
 import time
@@ -107,8 +109,22 @@ def test_docker_backend_local_image(
         assert len(mine) == 1
         bindings = mine[0].attrs["HostConfig"]["PortBindings"]["1883/tcp"]
         assert bindings == [{"HostIp": "127.0.0.1", "HostPort": str(spare_port)}]
-        host, port = broker.service_env(test_topics, for_container=True)["MQTT_BROKER"], 1883
-        assert host and port == 1883
+        # a service container on a labelled network reaches the broker by its alias
+        net = client.networks.create(
+            f"harness-{identity.run8}-{identity.worker_id}-brokertest",
+            labels={"dev.harness.run": identity.run_id, "dev.harness.worker": identity.worker_id},
+        )
+        try:
+            env = broker.service_env(test_topics, for_container=True, network=net.name)
+            assert (env["MQTT_BROKER"], env["MQTT_PORT"]) == ("mqtt-broker", "1883")
+            _publish_from_container(client, net.name, env, broker, test_topics)
+        finally:
+            broker.stop()  # removes the broker container, so the network can go
+            net.remove()
+        broker = create_broker(
+            _cfg(broker="docker", broker_image=DEFAULT_IMAGE), identity, spare_port, test_topics
+        )
+        broker.start()
         # a killed container is noticed through the idle sentinel connection and restarted
         broker.kill()
         broker.ensure_alive()
@@ -122,6 +138,38 @@ def test_docker_backend_local_image(
         )
         client.close()
     assert not [c for c in left if c.labels.get("dev.harness.service") == "mqtt-broker"]
+
+
+def _publish_from_container(
+    client: docker.DockerClient,
+    network: str,
+    env: dict[str, str],
+    broker: Broker,
+    ns: TopicNamespace,
+) -> None:
+    ids = ClientIds("t", "master")
+    pool = ClientPool(broker.host, broker.port, ids)
+    sub = HarnessClient(ids.next("mon"))
+    sub.connect_and_wait(broker.host, broker.port)
+    monitor = Monitor(ns, sub, pool)
+    script = (
+        "import os, paho.mqtt.publish as p; p.single(os.environ['MQTT_TOPIC_PREFIX'] + '/svc',"
+        " b'from-container', hostname=os.environ['MQTT_BROKER'],"
+        " port=int(os.environ['MQTT_PORT']), qos=1)"
+    )
+    try:
+        client.containers.run(
+            DEFAULT_IMAGE,
+            ["python3", "-c", script],
+            environment=env,
+            network=network,
+            remove=True,
+            labels={"dev.harness.run": "brokertest"},
+        )
+        assert monitor.wait_for("svc", timeout=10)[0].payload == b"from-container"
+    finally:
+        monitor.close()
+        pool.close()
 
 
 def test_external_backend_uses_a_running_broker(
@@ -261,6 +309,26 @@ def test_sigkill_restarts_then_budget_fails_fast(pytester: pytest.Pytester) -> N
     }
     for name in ("test_4_dead", "test_5_dead", "test_6_dead"):
         assert times[name] < 1.0, (name, times)
+
+
+@needs_mosquitto
+def test_hung_broker_is_found_by_the_probe_and_restarted(
+    identity: WorkerIdentity, spare_port: int, test_topics: TopicNamespace
+) -> None:
+    broker = create_broker(
+        _cfg(broker="mosquitto", broker_probe_interval="0"), identity, spare_port, test_topics
+    )
+    broker.start()
+    try:
+        proc = broker._backend.proc  # type: ignore[attr-defined]
+        os.kill(proc.pid, signal.SIGSTOP)  # alive to poll(), deaf to MQTT
+        broker.ensure_alive()
+        assert broker.restart_count == 1
+        assert proc.poll() is not None, "the hung process was stopped"
+        _roundtrip(broker, test_topics)
+        assert broker.statistics().starts == 2
+    finally:
+        broker.stop()
 
 
 def test_probe_timings_are_real(mqtt_broker: Broker, test_topics: TopicNamespace) -> None:
