@@ -35,6 +35,7 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s[%(process)d]: %(message)s"
 PAHO2 = hasattr(mqtt, "CallbackAPIVersion")
 PAHO_VERSION = str(getattr(paho.mqtt, "__version__", "?"))
 HEALTH_FAILURE = "Failed to publish health"
+FLUSH_TIMEOUT = 2.0  # seconds a stopping service waits for its last messages to be acknowledged
 
 
 class ConfigError(ValueError):
@@ -140,6 +141,7 @@ class Service:
         self.instance = instance
         self._stop = threading.Event()
         self.stop_signal: int | None = None
+        self._final: list[Any] = []  # messages published while stopping, flushed before DISCONNECT
         self._connected = threading.Event()
         self.ready = threading.Event()  # set after the first successful subscribe
         self.connects = 0
@@ -208,6 +210,8 @@ class Service:
     ) -> bool:
         """Publish JSON under the prefix; False (and logged) when the client refused it."""
         info = self.client.publish(self.topic(suffix), json.dumps(body), qos=qos, retain=retain)
+        if self._stop.is_set():
+            self._final.append(info)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             self.log.warning("publish to %s not sent now (rc=%s); queued", suffix, info.rc)
             return False
@@ -229,6 +233,8 @@ class Service:
         body.update(self.health())
         try:
             info = self.client.publish(self.health_topic, json.dumps(body), qos=1, retain=True)
+            if self._stop.is_set():
+                self._final.append(info)
             ok = info.rc == mqtt.MQTT_ERR_SUCCESS
         except (OSError, ValueError) as exc:
             ok = False
@@ -294,6 +300,7 @@ class Service:
             self.shutdown()
             if self.connected:
                 self.publish_health("offline")
+                self._flush()
             self.client.disconnect()
             self.client.loop_stop()
             # paho keeps a wake-up socket pair until the client is garbage collected; close it
@@ -305,6 +312,21 @@ class Service:
 
     def stop(self) -> None:
         self._stop.set()
+
+    def _flush(self) -> None:
+        """Wait for the PUBACKs of the final state and health: closing the socket with unread
+        acknowledgements makes the kernel send RST, and the broker may drop what it had not
+        read yet."""
+        deadline = time.monotonic() + FLUSH_TIMEOUT
+        for info in self._final:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                info.wait_for_publish(left)
+            except (RuntimeError, ValueError) as exc:
+                self.log.warning("final message not acknowledged: %s", exc)
+                break
 
 
 def decode_json(payload: bytes) -> dict[str, Any] | None:

@@ -74,6 +74,78 @@ def firewatch_log_dir(request: pytest.FixtureRequest) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
+# cross-talk canary: one subscription per worker and broker, judged per test (see
+# harness.validation.CrossTalkRecorder); findings land in the log directory
+
+DEFAULT_PREFIX = "firewatch"  # where a service that ignored TOPIC_PREFIX would publish
+
+
+class Canary:
+    """A reconnecting, re-subscribing paho client feeding a CrossTalkRecorder."""
+
+    def __init__(self, host: str, port: int, recorder: validation.CrossTalkRecorder) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.recorder = recorder
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.reconnect_delay_set(0.05, 1)  # type: ignore[arg-type]
+        filters = [(recorder.namespace.filter("#"), 1)]
+        filters += [(f"{root}/#", 1) for root in recorder.foreign_roots]
+        subscribed = threading.Event()
+
+        def on_connect(client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+            client.subscribe(filters)
+
+        self.client.on_connect = on_connect
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.on_message = lambda client, userdata, msg: recorder.observe(msg.topic)
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not subscribed.wait(READY_TIMEOUT):
+            self.close()
+            raise AssertionError(f"harness: cross-talk canary could not subscribe on {host}:{port}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.client._reset_sockets()
+        self.recorder.close()
+
+
+_CANARIES: list[Canary] = []
+
+
+@pytest.fixture(scope="session")
+def crosstalk_canary(
+    mqtt_broker: Any, topic_namespace: TopicNamespace, firewatch_log_dir: Path
+) -> Iterator[Canary]:
+    recorder = validation.CrossTalkRecorder(
+        firewatch_log_dir, firewatch_log_dir.name, topic_namespace, [DEFAULT_PREFIX]
+    )
+    canary = Canary(mqtt_broker.host, mqtt_broker.port, recorder)
+    _CANARIES.append(canary)
+    yield canary
+    _CANARIES.remove(canary)
+    canary.close()
+
+
+@pytest.fixture(autouse=True)
+def _crosstalk_window(
+    request: pytest.FixtureRequest, test_topics: TopicNamespace
+) -> Iterator[None]:
+    """Tell every canary which test runs now (set up first, torn down last)."""
+    if "mqtt_broker" in request.fixturenames:
+        request.getfixturevalue("crosstalk_canary")
+    if "site_broker" in request.fixturenames:
+        request.getfixturevalue("site_broker")  # its canary must exist before begin()
+    for canary in _CANARIES:
+        canary.recorder.begin(test_topics)
+    yield
+    for canary in _CANARIES:
+        canary.recorder.end()
+
+
+# ---------------------------------------------------------------------------------------------
 # services
 
 
@@ -336,7 +408,9 @@ class SiteBroker:
 
 
 @pytest.fixture(scope="session")
-def site_broker(session_containers: Any) -> SiteBroker:
+def site_broker(
+    session_containers: Any, topic_namespace: TopicNamespace, firewatch_log_dir: Path
+) -> Iterator[SiteBroker]:
     from harness.docker_ready import MqttReady
 
     network = session_containers.network()
@@ -348,7 +422,15 @@ def site_broker(session_containers: Any) -> SiteBroker:
         network=network,
         ready=MqttReady(1883),
     )
-    return SiteBroker(handle, network.name)
+    broker = SiteBroker(handle, network.name)
+    recorder = validation.CrossTalkRecorder(
+        firewatch_log_dir, f"{firewatch_log_dir.name}-site", topic_namespace, [DEFAULT_PREFIX]
+    )
+    canary = Canary(broker.host, broker.port, recorder)
+    _CANARIES.append(canary)
+    yield broker
+    _CANARIES.remove(canary)
+    canary.close()
 
 
 @pytest.fixture
