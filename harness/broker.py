@@ -28,6 +28,7 @@ from harness.broker_backends import (
     amqtt_available,
     find_mosquitto,
 )
+from harness.broker_tls import TlsFiles
 from harness.errors import BrokerStartError, BrokerUnavailable, BrokerUnhealthy, HarnessError
 from harness.mqtt_probe import NotMqtt, ProbeError, ProbeTimes, probe, probe_client_id
 from harness.settings import Option, Setting, parse_bool, parse_float, parse_int
@@ -48,6 +49,13 @@ settings.register(
         choices=BACKENDS,
     ),
     Option("broker-image", "Image for the docker broker backend.", "eclipse-mosquitto:2"),
+    Option(
+        "broker-tls",
+        "Also open a TLS listener (mosquitto backend) with a CA and server cert made per broker.",
+        False,
+        parse_bool,
+        flag=True,
+    ),
     Option("mosquitto-binary", "Path of the mosquitto binary (default: PATH, /usr/sbin).", ""),
     Option("broker-timeout", "Seconds a broker may take to become ready.", 15.0, parse_float),
     Option(
@@ -97,6 +105,7 @@ class BrokerConfig:
     timeout: Setting
     restart_budget: Setting
     probe_interval: Setting
+    tls: Setting | None = None
 
     @classmethod
     def resolve(cls, config: Any = None) -> BrokerConfig:
@@ -108,6 +117,7 @@ class BrokerConfig:
             r("broker-timeout", config),
             r("broker-restart-budget", config),
             r("broker-probe-interval", config),
+            r("broker-tls", config),
         )
         if float(made.timeout.value) <= 0:
             raise made.timeout.error("is not positive", "give a timeout in seconds, e.g. 15")
@@ -116,17 +126,25 @@ class BrokerConfig:
         return made
 
 
-def make_backend(cfg: BrokerConfig, identity: WorkerIdentity, port: int) -> Backend:
+def make_backend(
+    cfg: BrokerConfig, identity: WorkerIdentity, port: int, tls_port: int | None = None
+) -> Backend:
     """Build (but do not launch) the backend the options select."""
     choice = str(cfg.backend.value)
     tag = f"{identity.run8}-{identity.worker_id}"
+    if tls_port is not None and choice not in ("auto", "mosquitto"):
+        assert cfg.tls is not None
+        raise BrokerUnavailable(
+            f"harness: {cfg.tls.describe()} works with the mosquitto backend only, but"
+            f" {cfg.backend.describe()}; use --harness-broker=mosquitto or drop the TLS option"
+        )
     if choice.startswith("external"):
         _, _, url = choice.partition(":")
         return ExternalBackend(url, cfg.backend.describe())
     if choice in ("auto", "mosquitto"):
         binary = find_mosquitto(str(cfg.binary.value))
         if binary is not None:
-            return MosquittoBackend(port, tag, binary)
+            return MosquittoBackend(port, tag, binary, tls_port)
         if choice == "mosquitto":
             raise BrokerUnavailable(
                 f"harness: {cfg.backend.describe()} but no mosquitto binary was found (PATH,"
@@ -184,6 +202,16 @@ class Broker:
         return f"mqtt://{self.host}:{self.port}"
 
     @property
+    def tls_port(self) -> int | None:
+        """The TLS listener's port (``--harness-broker-tls``), else None."""
+        return getattr(self._backend, "tls_port", None)
+
+    @property
+    def tls(self) -> TlsFiles | None:
+        """CA, server certificate and key of the TLS listener, else None."""
+        return getattr(self._backend, "tls", None)
+
+    @property
     def log(self) -> str:
         return self._backend.log_location
 
@@ -207,12 +235,17 @@ class Broker:
                     " service_env(for_container=True)"
                 )
             host, port = self._backend.container_address(network)
-        return {
+        env = {
             "MQTT_BROKER": host,
             "MQTT_PORT": str(port),
             "MQTT_URL": f"mqtt://{host}:{port}",
             **namespace.env(),
         }
+        if self.tls is not None and self.tls_port is not None and not for_container:
+            env["MQTT_TLS_PORT"] = str(self.tls_port)
+            env["MQTT_TLS_URL"] = f"mqtts://{host}:{self.tls_port}"
+            env["MQTT_CA_FILE"] = str(self.tls.ca_file)
+        return env
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> Broker:
@@ -267,6 +300,7 @@ class Broker:
             else:
                 self._probes += 1
                 self._last_probe = time.monotonic()
+                self._check_tls()
                 return
             now = time.perf_counter()
             if now >= deadline:
@@ -281,6 +315,18 @@ class Broker:
             else:
                 time.sleep(pause)
             delay = min(delay * POLL_GROWTH, POLL_MAX)
+
+    def _check_tls(self) -> None:
+        tls, tls_port = self.tls, self.tls_port
+        if tls is None or tls_port is None:
+            return
+        try:
+            probe(self.host, tls_port, self.health_topic, tls=tls.client_context())
+        except (OSError, ProbeError) as exc:
+            raise self._start_error(
+                f"answers MQTT but its TLS listener on {tls_port} does not ({exc!r});"
+                " check the TLS lines in the log below, or drop --harness-broker-tls"
+            ) from None
 
     def ensure_alive(self) -> None:
         """The per-test check: cheap liveness, a probe when due, restart within the budget."""
@@ -351,10 +397,15 @@ class Broker:
 
 
 def create_broker(
-    cfg: BrokerConfig, identity: WorkerIdentity, port: int, namespace: TopicNamespace
+    cfg: BrokerConfig,
+    identity: WorkerIdentity,
+    port: int,
+    namespace: TopicNamespace,
+    tls_port: int | None = None,
 ) -> Broker:
-    """Build the backend and the (not yet started) Broker around it."""
-    return Broker(make_backend(cfg, identity, port), namespace, cfg)
+    """Build the backend and the (not yet started) Broker around it; ``tls_port`` adds a TLS
+    listener (mosquitto only)."""
+    return Broker(make_backend(cfg, identity, port, tls_port), namespace, cfg)
 
 
 # --- invoke warmup -------------------------------------------------------------------------------

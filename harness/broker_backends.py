@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from harness.broker_tls import TlsFiles, make_tls_files
 from harness.errors import BrokerStartError, BrokerUnavailable, BrokerUnhealthy
 from harness.mqtt_probe import ProbeError, Sentinel
 
@@ -171,9 +172,11 @@ class ProcessBackend:
 class MosquittoBackend(ProcessBackend):
     name = "mosquitto"
 
-    def __init__(self, port: int, tag: str, binary: str) -> None:
+    def __init__(self, port: int, tag: str, binary: str, tls_port: int | None = None) -> None:
         super().__init__(port, tag)
         self.binary = binary
+        self.tls_port = tls_port
+        self.tls: TlsFiles | None = None
         self.conf = self.dir / "mosquitto.conf"
         lines = [
             f"listener {port} {LOOPBACK}",
@@ -187,6 +190,14 @@ class MosquittoBackend(ProcessBackend):
             "connection_messages false",
             "max_queued_messages 0",  # never drop QoS>0 messages for a slow test subscriber
         ]
+        if tls_port is not None:
+            self.tls = make_tls_files(self.dir)
+            lines += [
+                f"listener {tls_port} {LOOPBACK}",
+                f"cafile {self.tls.ca_file}",
+                f"certfile {self.tls.cert_file}",
+                f"keyfile {self.tls.key_file}",
+            ]
         if os.geteuid() == 0:
             # mosquitto 2 started as root drops to user "mosquitto", which cannot write our 0700
             # temp dir; stay root (the broker listens on loopback only).

@@ -190,14 +190,34 @@ class HarnessClient(paho.Client):
 class ClientFactory:
     """Makes connected clients for one test and tears them all down at its end."""
 
-    def __init__(self, host: str, port: int, ids: ClientIds, test: str) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        ids: ClientIds,
+        test: str,
+        tls: tuple[int, str] | None = None,
+    ) -> None:
         self.host, self.port, self.ids, self.test = host, port, ids, test
+        self.tls = tls  # (TLS port, CA file) when the broker has a TLS listener
         self.clients: list[HarnessClient] = []
 
-    def __call__(self, *, client_id: str | None = None, **kwargs: Any) -> HarnessClient:
+    def __call__(
+        self, *, client_id: str | None = None, tls: bool = False, **kwargs: Any
+    ) -> HarnessClient:
+        """A connected client; ``tls=True`` connects to the TLS listener, verifying its CA."""
         client = HarnessClient(client_id or self.ids.next(self.test), **kwargs)
         self.clients.append(client)
-        client.connect_and_wait(self.host, self.port)
+        port = self.port
+        if tls:
+            if self.tls is None:
+                raise HarnessError(
+                    "harness: mqtt_client_factory(tls=True) needs a TLS listener; run with"
+                    " --harness-broker-tls (mosquitto backend)"
+                )
+            port, ca_file = self.tls
+            client.tls_set(ca_certs=ca_file)
+        client.connect_and_wait(self.host, port)
         return client
 
     def close(self) -> None:

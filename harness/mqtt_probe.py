@@ -13,6 +13,7 @@ import itertools
 import os
 import select
 import socket
+import ssl
 import struct
 import time
 from dataclasses import dataclass
@@ -126,9 +127,21 @@ def read_packet(
     return first, _recv_exact(sock, length, deadline, what)
 
 
-def open_session(host: str, port: int, client_id: str, keepalive: int = 10) -> socket.socket:
-    """A TCP connection that got CONNACK 0; raises ProbeError/NotMqtt/OSError otherwise."""
+def open_session(
+    host: str,
+    port: int,
+    client_id: str,
+    keepalive: int = 10,
+    tls: ssl.SSLContext | None = None,
+) -> socket.socket:
+    """A TCP (or TLS) connection that got CONNACK 0; raises ProbeError/NotMqtt/OSError."""
     sock = socket.create_connection((host, port), timeout=PROBE_CONNECT_TIMEOUT)
+    if tls is not None:
+        try:
+            sock = tls.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(connect_packet(client_id, keepalive))
@@ -148,10 +161,17 @@ def open_session(host: str, port: int, client_id: str, keepalive: int = 10) -> s
         raise
 
 
-def probe(host: str, port: int, health_topic: str, client_id: str | None = None) -> ProbeTimes:
+def probe(
+    host: str,
+    port: int,
+    health_topic: str,
+    client_id: str | None = None,
+    tls: ssl.SSLContext | None = None,
+) -> ProbeTimes:
     """CONNECT/CONNACK, SUBSCRIBE/SUBACK, then publish QoS 1 and await both PUBACK and delivery."""
     start = time.perf_counter()
-    sock = open_session(host, port, client_id or probe_client_id())
+    client_id = client_id or probe_client_id()
+    sock = open_session(host, port, client_id, tls=tls)
     try:
         t_connack = time.perf_counter()
         deadline = time.monotonic() + PROBE_REPLY_TIMEOUT

@@ -44,8 +44,11 @@ class MqttSession:
             made: Broker | None = None
             try:
                 cfg = BrokerConfig.resolve(self.config)
-                port = runtime.port_block().port("mqtt")
-                made = create_broker(cfg, runtime.identity(), port, runtime.namespace())
+                block = runtime.port_block()
+                tls_port = block.port("mqtt-tls") if cfg.tls is not None and cfg.tls.value else None
+                made = create_broker(
+                    cfg, runtime.identity(), block.port("mqtt"), runtime.namespace(), tls_port
+                )
                 made.start()
             except (BrokerUnavailable, BrokerStartError, ConfigError) as exc:
                 self._failure = exc
@@ -85,7 +88,10 @@ class MqttSession:
         return self._pool
 
     def factory(self, broker: Broker, nodeid: str) -> ClientFactory:
-        return ClientFactory(broker.host, broker.port, self.ids(), nodeid)
+        tls = None
+        if broker.tls is not None and broker.tls_port is not None:
+            tls = (broker.tls_port, str(broker.tls.ca_file))
+        return ClientFactory(broker.host, broker.port, self.ids(), nodeid, tls)
 
     def monitor(self, broker: Broker, namespace: TopicNamespace, nodeid: str) -> Monitor:
         client = HarnessClient(self.ids().next(nodeid))

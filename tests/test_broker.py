@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -19,8 +20,8 @@ from harness.broker import Broker, BrokerConfig, create_broker
 from harness.broker_backends import find_mosquitto
 from harness.errors import BrokerStartError
 from harness.images import DEFAULT_IMAGE
-from harness.mqtt import ClientIds, ClientPool, HarnessClient, Monitor
-from harness.mqtt_probe import probe
+from harness.mqtt import ClientFactory, ClientIds, ClientPool, HarnessClient, Monitor
+from harness.mqtt_probe import open_session, probe
 from harness.ports import PortBlock
 from harness.topics import TopicNamespace
 from harness.worker import WorkerIdentity
@@ -38,6 +39,7 @@ def _cfg(**env: str) -> BrokerConfig:
         r("broker-timeout", None, environ),
         r("broker-restart-budget", None, environ),
         r("broker-probe-interval", None, environ),
+        r("broker-tls", None, environ),
     )
 
 
@@ -336,3 +338,43 @@ def test_probe_timings_are_real(mqtt_broker: Broker, test_topics: TopicNamespace
     assert 0 < times.connack <= times.total
     assert times.round_trip > 0
     assert mqtt_broker.statistics().healthy
+
+
+@needs_mosquitto
+def test_tls_listener_with_per_broker_ca(
+    identity: WorkerIdentity,
+    port_block: PortBlock,
+    spare_port: int,
+    test_topics: TopicNamespace,
+) -> None:
+    tls_port = port_block.port("spare-tls")
+    broker = create_broker(
+        _cfg(broker="mosquitto", broker_tls="yes"), identity, spare_port, test_topics, tls_port
+    )
+    broker.start()
+    ids = ClientIds("t", "master")
+    try:
+        env = broker.service_env(test_topics)
+        assert env["MQTT_TLS_PORT"] == str(tls_port)
+        assert Path(env["MQTT_CA_FILE"]).read_text().startswith("-----BEGIN CERTIFICATE")
+        assert broker.tls is not None
+        factory = ClientFactory(
+            broker.host, broker.port, ids, "tls", (tls_port, str(broker.tls.ca_file))
+        )
+        try:
+            secure = factory(tls=True)
+            pool = ClientPool(broker.host, broker.port, ids)
+            sub = HarnessClient(ids.next("mon"))
+            sub.connect_and_wait(broker.host, broker.port)
+            monitor = Monitor(test_topics, sub, pool)
+            secure.publish_and_wait(test_topics.topic("secure"), b"over tls")
+            assert monitor.wait_for("secure")[0].payload == b"over tls"
+            monitor.close()
+            pool.close()
+        finally:
+            factory.close()
+        with pytest.raises(ssl.SSLCertVerificationError):  # the system CAs do not trust it
+            open_session(broker.host, tls_port, "untrusted", tls=ssl.create_default_context())
+    finally:
+        broker.stop()
+    assert not Path(env["MQTT_CA_FILE"]).exists(), "the certificates go with the temp dir"

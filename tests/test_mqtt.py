@@ -18,8 +18,9 @@ PARALLEL_SUITE = """
 import pytest
 
 @pytest.mark.parametrize("i", range(8))
-def test_pubsub(i, mqtt_monitor, mqtt_client, mqtt_broker, worker, test_topics):
-    mqtt_client.publish_and_wait(test_topics.topic(f"n/{i}"), str(i), qos=1)
+def test_pubsub(i, mqtt_monitor, mqtt_client_factory, mqtt_broker, worker, test_topics):
+    client = mqtt_client_factory(tls=i % 2 == 1)  # odd tests publish over the TLS listener
+    client.publish_and_wait(test_topics.topic(f"n/{i}"), str(i), qos=1)
     got = mqtt_monitor.wait_for("n/+")
     assert got[0].payload == str(i).encode()
     assert [m.topic for m in mqtt_monitor.messages] == [f"n/{i}"]
@@ -33,7 +34,9 @@ def test_four_workers_publish_and_receive_in_their_own_namespaces(
     pytester: pytest.Pytester,
 ) -> None:
     pytester.makepyfile(test_parallel=PARALLEL_SUITE)
-    result = pytester.runpytest_subprocess("-n", "4", "--harness-require-broker")
+    result = pytester.runpytest_subprocess(
+        "-n", "4", "--harness-require-broker", "--harness-broker-tls"
+    )
     result.assert_outcomes(passed=8)
     rows = [line.split() for line in (pytester.path / "ports.txt").read_text().splitlines()]
     port_of: dict[str, str] = {}
