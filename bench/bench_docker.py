@@ -6,7 +6,7 @@ medians and p95s. All containers and networks carry harness labels for a bench r
 
 - ``harness_run_times``: ``DockerService.run(..., ready=MqttReady(1883))`` (client made once).
 - ``sdk_run_times``: bare ``client.containers.run`` + a CONNACK poll (one client, reused).
-- ``testcontainers_run_times``: ``DockerContainer(...).waiting_for(LogMessageWaitStrategy)``,
+- ``tc_run_times``: ``DockerContainer(...).waiting_for(LogMessageWaitStrategy)``,
   defaults as a user gets them (Ryuk disabled: it needs a registry). A new client per container,
   as testcontainers does.
 - ``prune_times``: 50 labelled running containers and their networks removed by
@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from harness import labels, ports, settings
 from harness.broker_backends import DOCKER_SCRIPT
@@ -129,7 +128,7 @@ def sdk_run_times(n: int, image: str = IMAGE) -> list[float]:
     return out
 
 
-def testcontainers_run_times(n: int, image: str = IMAGE) -> list[float]:
+def tc_run_times(n: int, image: str = IMAGE) -> list[float]:
     """start->ready seconds of testcontainers' DockerContainer with its log wait."""
     os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
     from testcontainers.core.container import DockerContainer
@@ -268,7 +267,7 @@ if __name__ == "__main__":
             {
                 "harness_run": harness_run_times(3),
                 "sdk_run": sdk_run_times(3),
-                "testcontainers_run": testcontainers_run_times(2),
+                "testcontainers_run": tc_run_times(2),
                 "prune": prune_times(10, 2),
             },
             indent=2,
