@@ -424,6 +424,14 @@ class WarmupFigures:
     round_trip: float
     kept: bool
     log: str
+    pid: int | None = None  # the kept broker process (stop it with kill <pid>), else None
+
+
+def _pid(broker: Broker) -> int | None:
+    backend = broker._backend
+    if isinstance(backend, ProcessBackend) and backend.proc is not None:
+        return backend.proc.pid
+    return None
 
 
 def warmup(
@@ -465,6 +473,7 @@ def warmup(
                 times.round_trip,
                 keep,
                 broker.log,
+                _pid(broker) if keep else None,
             )
         finally:
             if not keep:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -16,7 +17,7 @@ import docker
 import pytest
 
 from harness import settings
-from harness.broker import Broker, BrokerConfig, create_broker
+from harness.broker import Broker, BrokerConfig, create_broker, warmup
 from harness.broker_backends import find_mosquitto
 from harness.errors import BrokerStartError
 from harness.images import DEFAULT_IMAGE
@@ -378,3 +379,22 @@ def test_tls_listener_with_per_broker_ca(
     finally:
         broker.stop()
     assert not Path(env["MQTT_CA_FILE"]).exists(), "the certificates go with the temp dir"
+
+
+@needs_mosquitto
+def test_warmup_reports_figures_and_can_keep_the_broker(tmp_path: Path) -> None:
+    figures = warmup(backend="mosquitto", state_dir=str(tmp_path))
+    assert figures.backend == "mosquitto" and not figures.kept and figures.pid is None
+    assert 0 < figures.connack <= figures.start_to_ready
+    port = int(figures.url.rsplit(":", 1)[1])
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    kept = warmup(backend="mosquitto", keep=True, state_dir=str(tmp_path))
+    assert kept.kept and kept.pid is not None
+    try:
+        port = int(kept.url.rsplit(":", 1)[1])
+        assert probe("127.0.0.1", port, "test/warmup/kept").total > 0
+    finally:
+        os.kill(kept.pid, signal.SIGTERM)
+        os.waitpid(kept.pid, 0)  # it is our child here; under invoke the task process exits
+        shutil.rmtree(Path(kept.log).parent, ignore_errors=True)
