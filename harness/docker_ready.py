@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 POLL_START_S = 0.005
 POLL_MAX_S = 0.2
+INSPECT_EVERY = 4  # polls between inspects while cheap checks still fail
 CONNECT_TIMEOUT_S = 0.5
 
 
@@ -98,29 +99,49 @@ def normalize(ready: Any) -> list[Callable[[ContainerHandle], bool]]:
     )
 
 
+def has_healthcheck(handle: ContainerHandle) -> bool:
+    """Whether the container (or its image) defines a HEALTHCHECK, from the attrs at create."""
+    config = handle.container.attrs.get("Config") or {}
+    test = (config.get("Healthcheck") or {}).get("Test") or []
+    return bool(test) and test[0] != "NONE"
+
+
 def wait_ready(
     handle: ContainerHandle, checks: list[Callable[[ContainerHandle], bool]], timeout: float
 ) -> str | None:
-    """Poll until ready; return None when ready, else the reason it is not."""
+    """Poll until ready; return None when ready, else the reason it is not.
+
+    Without a HEALTHCHECK the cheap checks run first and the container is inspected once they
+    pass (to confirm it still runs) and every ``INSPECT_EVERY`` polls meanwhile (to notice an
+    exit early), instead of one inspect per poll.
+    """
     deadline = time.monotonic() + timeout
     delay = POLL_START_S
     reason = "not checked yet"
+    health_defined = has_healthcheck(handle)
+    polls = 0
     while True:
-        state = handle.state()
-        status = str(state.get("Status", "unknown"))
-        health = state.get("Health")
-        if status in ("exited", "dead"):
-            return f"container {status} with exit code {state.get('ExitCode')}"
-        if status != "running":
-            reason = f"container is {status}"
-        elif health is not None and health.get("Status") != "healthy":
-            reason = f"HEALTHCHECK status {health.get('Status')}"
-            if health.get("Status") == "unhealthy":
-                return reason
-        else:
-            failed = [check for check in checks if not check(handle)]
-            if not failed:
+        polls += 1
+        failed = [] if health_defined else [check for check in checks if not check(handle)]
+        if health_defined or not failed or polls % INSPECT_EVERY == 0:
+            state = handle.state()
+            status = str(state.get("Status", "unknown"))
+            health = state.get("Health")
+            if status in ("exited", "dead"):
+                return f"container {status} with exit code {state.get('ExitCode')}"
+            if status != "running":
+                reason = f"container is {status}"
+            elif health is not None and health.get("Status") != "healthy":
+                reason = f"HEALTHCHECK status {health.get('Status')}"
+                if health.get("Status") == "unhealthy":
+                    return reason
+            elif health_defined:
+                failed = [check for check in checks if not check(handle)]
+                if not failed:
+                    return None
+            elif not failed:
                 return None
+        if failed:
             reason = "waiting for " + ", ".join(str(check) for check in failed)
         if time.monotonic() >= deadline:
             return f"not ready after {timeout:.1f} s: {reason}"

@@ -25,6 +25,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     import docker as docker_sdk
 
 DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+PRUNE_THREADS = 4
 UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
@@ -142,10 +144,11 @@ def prune(
             ),
         ]
         for kind, lister, labels_of in kinds:
-            for resource in lister():
-                found = labels_of(resource)
-                if not selected(found):
-                    continue
+            chosen = [(r, labels_of(r)) for r in lister()]
+            chosen = [(r, found) for r, found in chosen if selected(found)]
+
+            def remove(item: tuple[Any, dict[str, str]], kind: str = kind) -> PruneRow:
+                resource, found = item
                 action = "would remove" if dry_run else "removed"
                 if not dry_run:
                     try:
@@ -159,21 +162,23 @@ def prune(
                         if getattr(exc, "status_code", None) != 404:
                             action = f"failed: {getattr(exc, 'explanation', None) or exc}"
                 name = resource.attrs.get("Names", [resource.attrs.get("Name", "")])
-                rows.append(
-                    PruneRow(
-                        kind=kind,
-                        name=str(name[0] if isinstance(name, list) else name).lstrip("/"),
-                        id=str(resource.id)[:12],
-                        run=found.get(labels.RUN, ""),
-                        worker=found.get(labels.WORKER, ""),
-                        owner=(
-                            f"{found.get(labels.OWNER_PID, '?')}"
-                            f"@{found.get(labels.OWNER_HOST, '?')}"
-                        ),
-                        age_s=_age(found, now),
-                        action=action,
-                    )
+                return PruneRow(
+                    kind=kind,
+                    name=str(name[0] if isinstance(name, list) else name).lstrip("/"),
+                    id=str(resource.id)[:12],
+                    run=found.get(labels.RUN, ""),
+                    worker=found.get(labels.WORKER, ""),
+                    owner=f"{found.get(labels.OWNER_PID, '?')}@{found.get(labels.OWNER_HOST, '?')}",
+                    age_s=_age(found, now),
+                    action=action,
                 )
+
+            if len(chosen) > 1 and not dry_run:
+                # the daemon removes in parallel; a forced container removal is mostly waiting
+                with ThreadPoolExecutor(min(PRUNE_THREADS, len(chosen))) as pool:
+                    rows.extend(pool.map(remove, chosen))
+            else:
+                rows.extend(remove(item) for item in chosen)
     finally:
         if own:
             with contextlib.suppress(Exception):
