@@ -154,21 +154,23 @@ def orphaned_resources(run_id: str, client: Any = None) -> OrphanReport:
 
         client = docker.from_env()
     try:
+        # the low-level API lists without inspecting each object, so a resource removed
+        # concurrently (another run's prune) cannot make the listing fail
         flt = {"label": labels.RUN}
         found_containers = [
-            c.name
-            for c in client.containers.list(all=True, filters=flt)
-            if belongs_to_run(c.labels.get(labels.RUN), run_id)
+            str(c["Names"][0]).lstrip("/")
+            for c in client.api.containers(all=True, filters=flt)
+            if belongs_to_run((c.get("Labels") or {}).get(labels.RUN), run_id)
         ]
         found_networks = [
-            n.name
-            for n in client.networks.list(filters=flt)
-            if belongs_to_run((n.attrs.get("Labels") or {}).get(labels.RUN), run_id)
+            str(n["Name"])
+            for n in client.api.networks(filters=flt)
+            if belongs_to_run((n.get("Labels") or {}).get(labels.RUN), run_id)
         ]
         found_volumes = [
-            v.name
-            for v in client.volumes.list(filters=flt)
-            if belongs_to_run((v.attrs.get("Labels") or {}).get(labels.RUN), run_id)
+            str(v["Name"])
+            for v in (client.api.volumes(filters=flt) or {}).get("Volumes") or []
+            if belongs_to_run((v.get("Labels") or {}).get(labels.RUN), run_id)
         ]
     finally:
         if own:
