@@ -107,7 +107,7 @@ class GuardStatistics:
 class _Held:
     """What wider-scoped fixtures own; released when the fixture is finalized."""
 
-    fds: frozenset[int] = frozenset()
+    fds: frozenset[str] = frozenset()
     threads: frozenset[int] = frozenset()
     children: frozenset[int] = frozenset()
     tmp: frozenset[str] = frozenset()
@@ -173,7 +173,8 @@ class ResourceGuard:
         self._held: dict[int, _Held] = {}
         self._union = _Held()
         self._before: Snapshot | None = None
-        self._tmp_before: frozenset[str] = frozenset()
+        self._tmp_before: frozenset[str] = frozenset()  # the guard TMPDIR when the last test ended
+        self._tmp_now: frozenset[str] = frozenset()
         self._warned_levels: set[float] = set()
         self._tmpdir: str | None = None
         self._saved_tmp: tuple[str | None, str | None] = (None, None)
@@ -273,6 +274,7 @@ class ResourceGuard:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         gc.collect()
         gc.freeze()  # what collection built is never garbage: later collections skip it
+        self._tmp_before = self._tmp_entries()
 
     @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
@@ -281,6 +283,8 @@ class ResourceGuard:
         workeroutput = getattr(self.config, "workeroutput", None)
         if workeroutput is not None:
             workeroutput["harness_guard"] = self.summary()
+        # before xdist tells the controller this worker is done, so no run outlives its dir
+        self._leave_tmpdir()
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self._leave_tmpdir()
@@ -292,7 +296,6 @@ class ResourceGuard:
     def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, object, object]:
         t0 = time.perf_counter_ns()
         self._before = self.prober.take()
-        self._tmp_before = self._tmp_entries()
         self.overhead_ns += time.perf_counter_ns() - t0
         return (yield)
 
@@ -327,6 +330,7 @@ class ResourceGuard:
         if delta or tmp_new:
             after, delta, tmp_new = self._confirm(before, delta)
             resources.extend(self._describe(delta, tmp_new))
+        self._tmp_before = self._tmp_now
         if after.fds is None:
             self.count_mode_tests += 1
         self._account(item.nodeid, before, after)
@@ -345,7 +349,9 @@ class ResourceGuard:
         return snapshot.diff(after, before, u.fds, u.threads, u.children)
 
     def _tmp_new(self) -> frozenset[str]:
-        new = self._tmp_entries() - self._tmp_before - self._union.tmp
+        """Entries of the guard's TMPDIR new since the last test ended (fixtures' excluded)."""
+        self._tmp_now = self._tmp_entries()
+        new = self._tmp_now - self._tmp_before - self._union.tmp
         return frozenset(e for e in new if not PYTEST_TMP_RE.match(e))
 
     def _confirm(self, before: Snapshot, delta: Delta) -> tuple[Snapshot, Delta, frozenset[str]]:

@@ -31,7 +31,7 @@ CMDLINE_MAX = 80
 class Snapshot:
     """Names of what this process holds at one instant. ``fds`` is None in count mode."""
 
-    fds: frozenset[int] | None
+    fds: frozenset[str] | None
     fd_count: int
     threads: frozenset[int]
     thread_count: int
@@ -43,7 +43,7 @@ class Snapshot:
 class Delta:
     """What a later snapshot holds that an earlier one (plus a baseline) did not."""
 
-    fds: frozenset[int]
+    fds: frozenset[str]
     fd_growth: int  # count-mode growth when names were not listed
     threads: frozenset[int]
     thread_growth: int  # threads not made by ``threading`` (raw ``_thread``)
@@ -65,14 +65,22 @@ class Prober:
         self.detail_max = detail_max
         self._dirfd = os.open(FD_DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.count_mode = False
+        self._main_native = threading.main_thread().native_id
+        try:
+            self._children_fd = os.open(
+                f"/proc/self/task/{self._main_native}/children", os.O_RDONLY | os.O_CLOEXEC
+            )
+        except OSError:
+            self._children_fd = -1
         self.count_probe = self._pick_count_probe()
         self._psutil_proc: object | None = None
         self._mypid = os.getpid()
 
     def close(self) -> None:
-        if self._dirfd >= 0:
-            os.close(self._dirfd)
-            self._dirfd = -1
+        for fd in (self._dirfd, self._children_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._dirfd = self._children_fd = -1
 
     def _pick_count_probe(self) -> str:
         """``stat`` when the kernel reports the open-fd count as the size of /proc/self/fd."""
@@ -83,14 +91,13 @@ class Prober:
 
     # -- fds ---------------------------------------------------------------------------------
 
-    def list_fds(self) -> set[int]:
-        """Open fd numbers, without the transient fd that listing itself used."""
-        names = os.listdir(self._dirfd)
+    def list_fds(self) -> set[str]:
+        """Open fd numbers (as names), without the transient fd that listing itself used."""
+        names = set(os.listdir(self._dirfd))
         transient = os.dup(self._dirfd)  # the lowest free number: the one listdir just closed
         os.close(transient)
-        fds = {int(n) for n in names}
-        fds.discard(transient)
-        return fds
+        names.discard(str(transient))
+        return names
 
     def count_fds(self) -> int:
         if self.count_probe.startswith("stat"):
@@ -105,7 +112,7 @@ class Prober:
     # -- snapshot ------------------------------------------------------------------------------
 
     def take(self) -> Snapshot:
-        fds: frozenset[int] | None
+        fds: frozenset[str] | None
         if self.count_mode:
             count = self.count_fds()
             if count < self.detail_max * 3 // 4:
@@ -124,8 +131,30 @@ class Prober:
             threads=frozenset(active),
             thread_count=_thread._count(),
             executors=executor_queues(),
-            children=child_pids(),
+            children=self.child_pids(),
         )
+
+    def child_pids(self) -> frozenset[int]:
+        """Children of the main thread (one pread on a kept fd) and of other Python threads."""
+        try:
+            data = os.pread(self._children_fd, 65536, 0) if self._children_fd >= 0 else b""
+        except OSError:
+            data = b""
+        pids = {int(p) for p in data.split()} if data else set()
+        active = threading._active  # type: ignore[attr-defined]
+        if len(active) > 1:
+            for thread in list(active.values()):
+                native = thread.native_id
+                if native is None or native == self._main_native:
+                    continue
+                try:
+                    with open(f"/proc/self/task/{native}/children", "rb") as fh:
+                        more = fh.read()
+                except OSError:
+                    continue
+                if more:
+                    pids.update(int(p) for p in more.split())
+        return frozenset(pids)
 
 
 def executor_queues() -> int:
@@ -157,7 +186,7 @@ def child_pids() -> frozenset[int]:
 def diff(
     after: Snapshot,
     before: Snapshot,
-    held_fds: frozenset[int] = frozenset(),
+    held_fds: frozenset[str] = frozenset(),
     held_threads: frozenset[int] = frozenset(),
     held_children: frozenset[int] = frozenset(),
 ) -> Delta:
@@ -218,7 +247,9 @@ def socket_table() -> dict[str, str]:
     return table
 
 
-def fd_kind_and_name(fd: int, sockets: dict[str, str] | None = None) -> tuple[str, str] | None:
+def fd_kind_and_name(
+    fd: int | str, sockets: dict[str, str] | None = None
+) -> tuple[str, str] | None:
     """``("socket", "socket 127.0.0.1:1 -> 127.0.0.1:2")``, ``("file", "file /tmp/x")``, ..."""
     try:
         target = os.readlink(f"{FD_DIR}/{fd}")
@@ -237,8 +268,8 @@ def fd_kind_and_name(fd: int, sockets: dict[str, str] | None = None) -> tuple[st
     return "file", f"file {target}"
 
 
-def describe_fds(fds: Iterable[int]) -> list[str]:
-    wanted = sorted(fds)
+def describe_fds(fds: Iterable[int | str]) -> list[str]:
+    wanted = sorted(int(fd) for fd in fds)
     if not wanted:
         return []
     sockets = socket_table()
@@ -250,7 +281,7 @@ def describe_fds(fds: Iterable[int]) -> list[str]:
     return out
 
 
-def fd_kinds(fds: Iterable[int]) -> Counter[str]:
+def fd_kinds(fds: Iterable[int | str]) -> Counter[str]:
     """Open fds grouped by kind (socket, file, pipe, anon, device)."""
     kinds: Counter[str] = Counter()
     for fd in fds:

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-LEAKS = """
-import concurrent.futures, socket, subprocess, sys, tempfile, threading
+LEAKS = r"""
+import concurrent.futures, socket, subprocess, sys, tempfile, threading, time
 import paho.mqtt.client as mqtt
 import pytest
 
@@ -43,9 +43,34 @@ def test_child():
 def test_tempdir():
     tempfile.mkdtemp(prefix="leaky-")
 
-def test_paho():
+@pytest.fixture(scope="session")
+def broker_port(port_block, tmp_path_factory):
+    # a real mosquitto for the whole session: its process and sockets are no test's leak
+    port = port_block.port("mqtt")
+    conf = tmp_path_factory.mktemp("mosq") / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    proc = subprocess.Popen(["/usr/sbin/mosquitto", "-c", str(conf)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, pause = time.monotonic() + 10, 0.001
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.monotonic() < deadline and proc.poll() is None, "mosquitto did not start"
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+    yield port
+    proc.terminate()
+    proc.wait(5)
+
+def test_paho(broker_port):
+    connected = threading.Event()
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="leaky-paho")
+    client.on_connect = lambda *a: connected.set()
+    client.connect("127.0.0.1", broker_port)
     client.loop_start()
+    assert connected.wait(10)
     KEEP.append(client)
 
 def test_clean(tmp_path):
@@ -62,7 +87,7 @@ EXPECTED = {
     "test_executor": r"thread 'leaky-pool_0'",
     "test_child": r"child \d+ python\S* -c import time",
     "test_tempdir": r"temp dir \S+/leaky-\w+",
-    "test_paho": r"thread 'paho-mqtt-client-leaky-paho'|socket",
+    "test_paho": r"thread 'paho-mqtt-client-leaky-paho'",
 }
 
 
@@ -91,6 +116,10 @@ def test_each_leak_is_blamed_on_its_test(
         assert any(re.search(pattern, r) for r in found[test]), (test, found[test])
     # nothing else is blamed on a test that did not make it
     assert all(len(found[t]) == 1 for t in EXPECTED if t not in ("test_paho",)), found
+    # the client's TCP connection to the session's broker, and not the broker itself
+    paho = found["test_paho"]
+    assert any(re.match(r"socket 127\.0\.0\.1:\d+ -> 127\.0\.0\.1:\d+$", r) for r in paho), paho
+    assert not any("mosquitto" in r for r in paho), paho
     out = result.stdout.str()
     assert "harness resources" in out
     if mode == "warn":
