@@ -75,7 +75,7 @@ SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CLIENT_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 0  # containers of tests are killed, not stopped gracefully
 LOG_TAIL_LINES = 30
-NUM_POOLS = 6  # idle connections per client are bounded by this (one pool per URL)
+NUM_POOLS = 1  # unix socket: at most one idle connection per client (the SDK pools per URL)
 
 
 @dataclass(frozen=True)

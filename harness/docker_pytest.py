@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from harness import settings
-from harness.docker import ContainerScope, DockerService, DockerSettings
+from harness.docker import ContainerScope, DockerService, DockerSettings, format_history
 from harness.errors import ConfigError
 from harness.runtime import get_runtime
 
 __all__ = ["ContainerScope", "DockerPlugin", "service_for"]
 
 SERVICE_KEY = pytest.StashKey[DockerService]()
+SCOPE_KEY = pytest.StashKey[ContainerScope]()
 CLEANUP_JOIN_TIMEOUT_S = 30.0
 DEFAULT_SOCKET = "/var/run/docker.sock"
 
@@ -36,6 +39,32 @@ def service_for(config: pytest.Config) -> DockerService:
         )
         config.stash[SERVICE_KEY] = service
     return service
+
+
+def open_scope(request: pytest.FixtureRequest, per_test: bool) -> ContainerScope:
+    """A scope for the ``containers`` (``per_test``) or ``session_containers`` fixture; fails
+    fast with DockerQuarantined while the daemon is quarantined."""
+    service = service_for(request.config)
+    service.check()
+    scope = ContainerScope(service, request.node.nodeid if per_test else None)
+    if per_test:
+        request.node.stash[SCOPE_KEY] = scope
+    return scope
+
+
+def describe_scope(scope: ContainerScope) -> str:
+    """Containers of a failed test: name, id, status, exit code and retry history."""
+    lines = []
+    for handle in scope.handles:
+        try:
+            state = handle.state()
+            status = f"{state.get('Status')}, exit code {state.get('ExitCode')}"
+        except Exception as exc:
+            status = f"unknown ({type(exc).__name__})"
+        lines.append(f"{handle.name} ({handle.id[:12]}): {status}")
+        if handle.history:
+            lines.append("  retry history:\n" + format_history(handle.history))
+    return "\n".join(lines)
 
 
 def daemon_configured() -> bool:
@@ -84,6 +113,16 @@ class DockerPlugin:
                     f" host: {', '.join(self.cleaned[:10])}"
                     + (" ..." if len(self.cleaned) > 10 else "")
                 )
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, Any, None]:
+        outcome = yield
+        report = outcome.get_result()
+        scope = item.stash.get(SCOPE_KEY, None)
+        if report.failed and report.when == "call" and scope is not None and scope.handles:
+            report.sections.append(("harness docker", describe_scope(scope)))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtestloop(self, session: pytest.Session) -> None:

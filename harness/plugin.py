@@ -204,9 +204,7 @@ def docker_client(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture(scope="session")
 def session_containers(request: pytest.FixtureRequest) -> Iterator[docker_pytest.ContainerScope]:
     """Containers, networks and volumes that live until the end of the worker's session."""
-    service = docker_pytest.service_for(request.config)
-    service.check()
-    scope = docker_pytest.ContainerScope(service)
+    scope = docker_pytest.open_scope(request, per_test=False)
     yield scope
     scope.close()
 
@@ -214,9 +212,7 @@ def session_containers(request: pytest.FixtureRequest) -> Iterator[docker_pytest
 @pytest.fixture
 def containers(request: pytest.FixtureRequest) -> Iterator[docker_pytest.ContainerScope]:
     """``containers.run(image, service="name", ...)``: removed when the test ends."""
-    service = docker_pytest.service_for(request.config)
-    service.check()
-    scope = docker_pytest.ContainerScope(service, request.node.nodeid)
+    scope = docker_pytest.open_scope(request, per_test=True)
     yield scope
     scope.close()
 

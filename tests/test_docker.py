@@ -188,17 +188,35 @@ INNER = """
 """
 
 
+INNER_FAILING = """
+    from harness.images import DEFAULT_IMAGE
+
+    def test_fails(containers):
+        containers.run(DEFAULT_IMAGE, service="doomed", command=["sleep", "infinity"])
+        assert False, "on purpose"
+"""
+
+
 def test_fixtures_in_an_xdist_run_are_per_worker_and_leave_nothing(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, docker_client: docker.DockerClient
 ) -> None:
     run = f"t4x{uuid.uuid4().hex[:6]}"
     out = pytester.path / "out.jsonl"
     monkeypatch.setenv("H4_OUT", str(out))
-    pytester.makepyfile(test_one=INNER, test_two=INNER)
+    pytester.makepyfile(test_one=INNER, test_two=INNER, test_three=INNER_FAILING)
     result = pytester.runpytest_subprocess(
         "-n", "2", f"--harness-run-id={run}", "-p", "no:randomly", "--dist", "loadfile"
     )
-    result.assert_outcomes(passed=4)
+    result.assert_outcomes(passed=4, failed=1)
+    # a failing test's report names its containers, their state and retry history
+    result.stdout.re_match_lines(
+        [
+            r".*harness docker.*",
+            rf"^harness-doomed-gw\d-{short_run_id(run)} "
+            r"\([0-9a-f]{12}\): running, exit code 0$",
+        ],
+        consecutive=False,
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     workers = {row["worker"] for row in rows}
     assert workers <= {"gw0", "gw1"}
