@@ -85,7 +85,7 @@ class DockerPlugin:
         try:
             rows = prune(stale=True)
         except Exception as exc:
-            self.cleanup_error = f"{type(exc).__name__}: {exc}"
+            self.cleanup_error = f"{type(exc).__name__}: {exc}"[:200]
             return
         self.cleaned = [f"{row.kind} {row.name}" for row in rows if row.action == "removed"]
 
@@ -107,6 +107,11 @@ class DockerPlugin:
             self._cleanup.join(CLEANUP_JOIN_TIMEOUT_S)
             self._cleanup = None
             reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+            if self.cleanup_error is not None and reporter is not None:
+                reporter.write_line(
+                    f"harness: could not look for Docker resources of dead runs"
+                    f" ({self.cleanup_error}); run `invoke prune --stale` once the daemon answers"
+                )
             if self.cleaned and reporter is not None:
                 reporter.write_line(
                     f"harness: removed {len(self.cleaned)} Docker resources of dead runs on this"
