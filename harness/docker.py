@@ -314,6 +314,10 @@ class DockerService:
             probe=self.ping,
         )
 
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self._counts[what] += 1
+
     # -- client -------------------------------------------------------------------------------
 
     @property
@@ -428,7 +432,7 @@ class DockerService:
                 name = self.name(service, index)
                 published, names = self._port_args(service, index, ports)
                 container = None
-                self._counts["attempts"] += 1
+                self._count("attempts")
                 try:
                     container = self.client.containers.create(
                         image,
@@ -473,7 +477,7 @@ class DockerService:
                     if error is ErrorClass.NAME_CONFLICT:
                         old, index = index, self._take_index(service)
                         self._release_index(service, old)
-                    self._counts["retries"] += 1
+                    self._count("retries")
                     self._sleep(delay)
                     self.check()
                     continue
@@ -489,7 +493,7 @@ class DockerService:
         for key, block_name in names.items():
             assert self.port_block is not None
             handle._ports[key] = self.port_block.port(block_name)
-        self._counts["started"] += 1
+        self._count("started")
         timeout = self.config.ready_timeout if ready_timeout is None else ready_timeout
         try:
             reason = docker_ready.wait_ready(handle, checks, timeout)
@@ -525,7 +529,7 @@ class DockerService:
                 self._failed = True
                 raise
         handle.removed = True
-        self._counts["removed"] += 1
+        self._count("removed")
         self._release_index(handle.service, handle.index)
 
     # -- networks and volumes -----------------------------------------------------------------
@@ -541,7 +545,7 @@ class DockerService:
                 full, driver="bridge", labels=self.labels(nodeid), check_duplicate=True
             )
             handle = NetworkHandle(net, self)
-            self._counts["networks"] += 1
+            self._count("networks")
             if name is None:
                 self._network = handle
             else:
@@ -562,7 +566,7 @@ class DockerService:
     def volume(self, name: str, nodeid: str | None = None) -> Any:
         self.check()
         vol = self.client.volumes.create(self.name(name), labels=self.labels(nodeid))
-        self._counts["volumes"] += 1
+        self._count("volumes")
         self._volumes.append(vol)
         return vol
 
