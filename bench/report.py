@@ -193,14 +193,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         )
         lines += [
             "",
-            f"| variant | n | median {unit} | p95 {unit} | ratio |",
-            "|---|---:|---:|---:|---:|",
+            f"| variant | n | median {unit} | p95 {unit} | ratio | detail |",
+            "|---|---:|---:|---:|---:|---|",
         ]
         for row in sec.get("rows", []):
             ratio = row.get("ratio")
             lines.append(
                 f"| {row['name']} | {row.get('n', '-')} | {_fmt(row.get('median'))} |"
                 f" {_fmt(row.get('p95'))} | {'-' if ratio is None else f'{ratio:.2f}x'} |"
+                f" {row.get('detail', '')} |"
             )
         notes = sec.get("notes", [])
         if notes:
@@ -244,7 +245,20 @@ def write_chart(section: dict[str, Any], path: Path) -> Path | None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+    _drop_font_cache()
     return path
+
+
+def _drop_font_cache() -> None:
+    """matplotlib keeps its font files open in a cache; close them (the guard counts fds)."""
+    import gc
+
+    from matplotlib import font_manager
+
+    clear = getattr(getattr(font_manager, "_get_font", None), "cache_clear", None)
+    if clear is not None:
+        clear()
+        gc.collect()
 
 
 def write_all(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
