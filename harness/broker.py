@@ -121,6 +121,17 @@ class BrokerConfig:
         )
         if float(made.timeout.value) <= 0:
             raise made.timeout.error("is not positive", "give a timeout in seconds, e.g. 15")
+        choice = str(made.backend.value)
+        if choice.startswith("external") and not choice.startswith(
+            ("external:mqtt://", "external:tcp://")
+        ):
+            raise made.backend.error(
+                "has no broker URL", "write --harness-broker=external:mqtt://HOST:PORT"
+            )
+        if ":" in choice and not choice.startswith("external"):
+            raise made.backend.error(
+                "takes no ':' argument", "only external takes one: external:mqtt://HOST:PORT"
+            )
         if int(made.restart_budget.value) < 0:
             raise made.restart_budget.error("is negative", "give 0 or more restarts, e.g. 3")
         return made

@@ -27,6 +27,10 @@ class MqttSession:
         self._pool: ClientPool | None = None
         self._ids: ClientIds | None = None
         self._pool_generation = 0
+        try:  # bad broker options are a usage error before collection, not 1 error per test
+            self.cfg = BrokerConfig.resolve(config)
+        except ConfigError as exc:
+            raise pytest.UsageError(str(exc)) from None
 
     @property
     def started(self) -> Broker | None:
@@ -43,7 +47,7 @@ class MqttSession:
             runtime = get_runtime(self.config)
             made: Broker | None = None
             try:
-                cfg = BrokerConfig.resolve(self.config)
+                cfg = self.cfg
                 block = runtime.port_block()
                 tls_port = block.port("mqtt-tls") if cfg.tls is not None and cfg.tls.value else None
                 made = create_broker(

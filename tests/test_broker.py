@@ -398,3 +398,21 @@ def test_warmup_reports_figures_and_can_keep_the_broker(tmp_path: Path) -> None:
         os.kill(kept.pid, signal.SIGTERM)
         os.waitpid(kept.pid, 0)  # it is our child here; under invoke the task process exits
         shutil.rmtree(Path(kept.log).parent, ignore_errors=True)
+
+
+@pytest.mark.parametrize(
+    ("arg", "expected"),
+    [
+        ("--harness-broker=external", "*has no broker URL*external:mqtt://HOST:PORT*"),
+        ("--harness-broker=docker:x", "*takes no ':' argument*"),
+        ("--harness-broker=rabbit", "*is not one of auto, mosquitto, embedded, docker*"),
+        ("--harness-broker-restart-budget=-1", "*is negative*"),
+    ],
+)
+def test_bad_broker_options_are_usage_errors(
+    pytester: pytest.Pytester, arg: str, expected: str
+) -> None:
+    pytester.makepyfile("def test_x(mqtt_broker): pass\n")
+    result = pytester.runpytest_inprocess(arg)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*harness: {arg}*{expected}"])
