@@ -254,3 +254,95 @@ def test_near_limit_warning_comes_before_emfile(pytester: pytest.Pytester) -> No
     assert "file " in warn_line or "file" in warn_line
     assert "Too many open files" in proc.stdout + proc.stderr
     assert "95 % of the fd soft limit" in proc.stdout
+
+
+MODULE_GC = """
+import gc
+
+class Holder:
+    pass
+
+def test_first():
+    assert gc.get_freeze_count() > 0  # collection's objects were frozen
+
+def test_last_leaves_a_cycle():
+    holder = Holder()
+    holder.me = holder
+    holder.fh = open(__file__)
+"""
+
+STATS_CONFTEST = """
+import dataclasses, json
+
+def pytest_unconfigure(config):
+    guard = config.pluginmanager.get_plugin("harness-guard")
+    stats = guard.statistics()
+    try:
+        stats.tests = 0
+        frozen = False
+    except dataclasses.FrozenInstanceError:
+        frozen = True
+    with open("stats.json", "w") as fh:
+        json.dump({"frozen": frozen, **dataclasses.asdict(stats)}, fh)
+"""
+
+
+def test_module_gc_blames_the_module_and_statistics_are_frozen(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_gcmod=MODULE_GC)
+    pytester.makeconftest(STATS_CONFTEST)
+    report = pytester.path / "guard.json"
+    result = pytester.runpytest_subprocess(f"--harness-report={report}", "-p", "no:randomly")
+    result.assert_outcomes(passed=2, warnings=1)
+    found = _by_test(json.loads(report.read_text()))
+    assert list(found) == ["test_last_leaves_a_cycle"], found
+    (resource_,) = found["test_last_leaves_a_cycle"]
+    assert re.match(r"at end of module test_gcmod\.py: ResourceWarning: unclosed file", resource_)
+    stats = json.loads((pytester.path / "stats.json").read_text())
+    assert stats["frozen"] is True
+    assert stats["tests"] == 2 and stats["findings"] == 1 and stats["peak_fds"] > 3
+    assert 0 < stats["overhead_us_per_test"] < 100_000
+
+
+def test_count_mode_above_detail_max_says_so(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_leaks=LEAKS)
+    result = pytester.runpytest_subprocess(
+        "--harness-guard-fd-detail-max=3", "-k", "test_file", "-p", "no:randomly"
+    )
+    result.assert_outcomes(passed=1, warnings=1, deselected=7)
+    result.stdout.fnmatch_lines(
+        ["*test_file leaked 1 resource(s): 1 fd(s) (counted only: above 3 open fds*"]
+    )
+
+
+LIMIT_PROBE = """
+import resource
+
+def test_limit_inherited():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert (soft, hard) == ({want}, 8192)
+"""
+
+
+@pytest.mark.parametrize(("option", "want"), [((), 4096), (("--harness-fd-limit=0",), 1024)])
+def test_controller_raises_fd_limit_for_workers(
+    pytester: pytest.Pytester, option: tuple[str, ...], want: int
+) -> None:
+    pytester.makepyfile(test_limit=LIMIT_PROBE.format(want=want))
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 8192))
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", *option, "."],
+        cwd=pytester.path,
+        capture_output=True,
+        text=True,
+        preexec_fn=low_limit,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    if want == 4096:
+        assert "harness: fd soft limit raised 1024 -> 4096 (target 4096, hard 8192)" in proc.stdout
+    else:
+        assert "harness: fd limit left at 1024 (hard 8192; fd-limit 0)" in proc.stdout
