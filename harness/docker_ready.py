@@ -22,6 +22,7 @@ POLL_START_S = 0.005
 POLL_MAX_S = 0.2
 INSPECT_EVERY = 4  # polls between inspects while cheap checks still fail
 CONNECT_TIMEOUT_S = 0.5
+EOF_WAIT_S = 0.05  # an open port that stays open this long counts as listening
 
 
 class ReadyCheck(Protocol):
@@ -35,11 +36,17 @@ class TcpReady:
     container_port: int | str
 
     def __call__(self, handle: ContainerHandle) -> bool:
+        # Docker's userland proxy accepts on the host port even when nothing listens inside,
+        # then closes at once: count an immediate EOF as "not ready"
         try:
             with socket.create_connection(
                 ("127.0.0.1", handle.host_port(self.container_port)), CONNECT_TIMEOUT_S
-            ):
-                return True
+            ) as sock:
+                sock.settimeout(EOF_WAIT_S)
+                try:
+                    return sock.recv(1) != b""
+                except TimeoutError:
+                    return True
         except OSError:
             return False
 

@@ -108,6 +108,21 @@ def test_not_ready_report_has_state_exit_code_and_logs(
     assert left == []  # the failed container does not linger
 
 
+def test_tcp_readiness_waits_for_the_listener_not_the_proxy(containers: ContainerScope) -> None:
+    import urllib.request
+
+    handle = containers.run(
+        DEFAULT_IMAGE,
+        service="http4",
+        command=["sh", "-c", "sleep 0.5; exec python3 -m http.server 8000"],
+        ports=[8000],
+        ready=TcpReady(8000),
+    )
+    url = f"http://127.0.0.1:{handle.host_port(8000)}/"
+    with urllib.request.urlopen(url, timeout=5) as response:  # ready means it answers now
+        assert response.status == 200
+
+
 def test_log_and_callable_readiness(containers: ContainerScope) -> None:
     seen: list[str] = []
 
