@@ -42,10 +42,15 @@ def service_for(config: pytest.Config) -> DockerService:
 
 
 def open_scope(request: pytest.FixtureRequest, per_test: bool) -> ContainerScope:
-    """A scope for the ``containers`` (``per_test``) or ``session_containers`` fixture; fails
-    fast with DockerQuarantined while the daemon is quarantined."""
+    """A scope for the ``containers`` (``per_test``) or ``session_containers`` fixture.
+
+    The per-test scope fails its setup fast with DockerQuarantined while the daemon is
+    quarantined. Session fixtures do not check: pytest caches a session fixture's error for the
+    whole session, which would outlast the quarantine; their ``.run()`` checks instead.
+    """
     service = service_for(request.config)
-    service.check()
+    if per_test:
+        service.check()
     scope = ContainerScope(service, request.node.nodeid if per_test else None)
     if per_test:
         request.node.stash[SCOPE_KEY] = scope

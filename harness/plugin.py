@@ -196,9 +196,7 @@ def mqtt_monitor(
 @pytest.fixture(scope="session")
 def docker_client(request: pytest.FixtureRequest) -> Any:
     """This worker's one ``docker.DockerClient`` (honours DOCKER_HOST; closed at session end)."""
-    service = docker_pytest.service_for(request.config)
-    service.check()
-    return service.client
+    return docker_pytest.service_for(request.config).client
 
 
 @pytest.fixture(scope="session")
