@@ -260,10 +260,10 @@ def test_failed_start_attaches_log_and_is_remembered(pytester: pytest.Pytester) 
 def test_unavailable_broker_skips_or_fails_when_required(pytester: pytest.Pytester) -> None:
     pytester.makepyfile("def test_uses_monitor(mqtt_monitor): pass\n")
     args = ("--harness-broker=mosquitto", "--harness-mosquitto-binary=/nonexistent/mosquitto")
-    skipped = pytester.runpytest_subprocess(*args, "-rs")
+    skipped = pytester.runpytest_inprocess(*args, "-rs")  # nothing is started: in-process
     skipped.assert_outcomes(skipped=1)
     skipped.stdout.fnmatch_lines(["*no mosquitto binary was found*--harness-broker=embedded*"])
-    failed = pytester.runpytest_subprocess(*args, "--harness-require-broker")
+    failed = pytester.runpytest_inprocess(*args, "--harness-require-broker")
     failed.assert_outcomes(errors=1)
     failed.stdout.fnmatch_lines(["*--harness-require-broker is set*"])
 
