@@ -85,9 +85,11 @@ class DockerPlugin:
         self.cleanup_error: str | None = None
 
     def _clean_stale(self) -> None:
-        from harness.prune import prune
+        from harness.prune import prune, stale_candidates
 
         try:
+            if stale_candidates(os.environ.get("DOCKER_HOST")) is False:
+                return  # the common case: nothing to do, and the SDK import is saved
             rows = prune(stale=True)
         except Exception as exc:
             self.cleanup_error = f"{type(exc).__name__}: {exc}"[:200]

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
+import json
 import re
 import socket
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -184,6 +187,46 @@ def prune(
             with contextlib.suppress(Exception):
                 client.close()
     return rows
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def stale_candidates(
+    docker_host: str | None, timeout: float = 5.0, hostname: str | None = None
+) -> bool | None:
+    """Cheap pre-check for the session-start cleanup, without importing the docker SDK: does
+    any harness-labelled resource of a dead owner on this host exist? ``None``: cannot tell
+    (not a unix socket), so the caller should run :func:`prune`."""
+    if docker_host and not docker_host.startswith("unix://"):
+        return None
+    path = docker_host[len("unix://") :] if docker_host else "/var/run/docker.sock"
+    query = urllib.parse.quote(json.dumps({"label": [labels.RUN]}))
+    for endpoint in ("/containers/json?all=1&", "/networks?", "/volumes?"):
+        conn = _UnixHTTPConnection(path, timeout)
+        try:
+            conn.request("GET", f"/v1.41{endpoint}filters={query}")
+            response = conn.getresponse()
+            if response.status != 200:
+                return None
+            data = json.loads(response.read())
+        finally:
+            conn.close()
+        items = data.get("Volumes") or [] if isinstance(data, dict) else data
+        for item in items:
+            found = item.get("Labels") or {}
+            if labels.owner_alive(found, hostname) is False:
+                return True
+    return False
 
 
 def format_table(rows: Sequence[PruneRow]) -> str:
