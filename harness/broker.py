@@ -506,3 +506,29 @@ __all__ = [
     "probe_client_id",
     "warmup",
 ]
+
+
+WARMUP_FAILED = 13  # same number as preflight's EXIT_BROKER: "no usable broker"
+
+
+def warmup_main(backend: str | None = None, keep: bool = False) -> int:
+    """``invoke warmup``: run :func:`warmup`, print its figures, return an exit code
+    (0, or WARMUP_FAILED with the harness error on stderr)."""
+    import sys
+
+    try:
+        figures = warmup(backend=backend, keep=keep)
+    except HarnessError as exc:
+        print(str(exc), file=sys.stderr)
+        return WARMUP_FAILED
+    ms = 1000.0
+    print(
+        f"harness: broker {figures.backend} at {figures.url} ready in"
+        f" {figures.start_to_ready * ms:.1f} ms (CONNACK {figures.connack * ms:.2f} ms,"
+        f" SUBACK {figures.suback * ms:.2f} ms,"
+        f" QoS 1 round trip {figures.round_trip * ms:.2f} ms)"
+    )
+    if figures.kept:
+        pid = f"; stop it with kill {figures.pid}" if figures.pid else ""
+        print(f"harness: kept running: use --harness-broker=external:{figures.url}{pid}")
+    return 0
