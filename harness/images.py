@@ -181,3 +181,32 @@ def build_images(
 ) -> list[BuildResult]:
     """Build every image the tests and CI need (cached by content key; ``force`` rebuilds)."""
     return [build_image(recipe, force, progress, client) for recipe in recipes]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m harness.images [--force]``; exit code 0 built or cached, 1 failed."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.images", description="Build harness's local Docker images."
+    )
+    parser.add_argument("--force", action="store_true", help="rebuild even when cached")
+    args = parser.parse_args(argv)
+    try:
+        build_images(force=args.force)
+    except HarnessError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except Exception as exc:  # the daemon: unreachable, refused the import, ...
+        print(
+            f"harness: building the images failed: {type(exc).__name__}: {exc}; check"
+            " `docker info`",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
