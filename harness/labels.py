@@ -2,6 +2,20 @@
 
 Every container, network and volume harness creates carries all of these; pruning matches on
 them and never touches anything without ``dev.harness.run``.
+
+=============================  ==============================================================
+``dev.harness.run``            run id (shared by every worker of a run)
+``dev.harness.worker``         ``master`` or ``gwN``
+``dev.harness.owner-pid``      pid of the creating process
+``dev.harness.owner-host``     hostname of the creating process (stale checks: this host only)
+``dev.harness.created``        creation time, Unix seconds
+``dev.harness.nodeid``         creating test's node id (function-scoped resources)
+``dev.harness.shard``          CI shard, when sharded
+``dev.harness.image-key``      content key of images built by :mod:`harness.images`
+=============================  ==============================================================
+
+The ``dev.harness.`` prefix is reserved for harness; do not put these labels on your own
+resources, or prune will treat them as harness's.
 """
 
 from __future__ import annotations
