@@ -11,7 +11,14 @@ import docker
 import pytest
 
 from harness import labels
-from harness.images import DEFAULT_IMAGE, DEFAULT_RECIPE, ImageRecipe, build_image
+from harness.images import (
+    DEFAULT_IMAGE,
+    DEFAULT_RECIPE,
+    ImageRecipe,
+    build_image,
+    build_images,
+    find_cached,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -67,3 +74,14 @@ def test_a_cached_image_makes_build_a_noop_under_a_second(
     finally:
         for tag in (f"{recipe.repository}:latest", recipe.tag):
             docker_client.images.remove(tag, force=True)
+
+
+def test_the_default_image_is_cached_by_its_key(docker_client: docker.DockerClient) -> None:
+    if find_cached(docker_client, DEFAULT_RECIPE) is None:
+        pytest.skip("harness-local/mqtt-python has no image of this recipe: run `invoke images`")
+    started = time.monotonic()
+    (result,) = build_images(progress=lambda line: None, client=docker_client)
+    assert result.built is False
+    assert time.monotonic() - started < 1.0
+    image = docker_client.images.get(DEFAULT_IMAGE)
+    assert image.labels[labels.IMAGE_KEY] == DEFAULT_RECIPE.key()
