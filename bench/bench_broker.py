@@ -28,7 +28,8 @@ from typing import Any
 from harness import ports, settings
 from harness.broker import BrokerConfig, create_broker
 from harness.broker_backends import KILL_TIMEOUT, TERMINATE_TIMEOUT, find_mosquitto
-from harness.mqtt import ClientFactory, ClientIds, ClientPool, HarnessClient, Monitor
+from harness.monitor import Monitor
+from harness.mqtt import ClientFactory, ClientIds, ClientPool, HarnessClient
 from harness.mqtt_probe import ProbeError, open_session
 from harness.topics import TopicNamespace
 from harness.worker import WorkerIdentity

@@ -10,13 +10,11 @@ exhausted budget is remembered: every later call raises the same error at once.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness import ports, settings
+from harness import settings
 from harness.broker_backends import (
     LOG_TAIL_LINES,
     Backend,
@@ -34,6 +32,9 @@ from harness.mqtt_probe import NotMqtt, ProbeError, ProbeTimes, probe, probe_cli
 from harness.settings import Option, Setting, parse_bool, parse_float, parse_int
 from harness.topics import TopicNamespace
 from harness.worker import WorkerIdentity
+
+if TYPE_CHECKING:
+    from harness.broker_warmup import WarmupFigures
 
 BACKENDS = ("auto", "mosquitto", "embedded", "docker", "external")
 POLL_FIRST = 0.001  # first readiness poll interval (seconds), grows by POLL_GROWTH
@@ -419,85 +420,9 @@ def create_broker(
     return Broker(make_backend(cfg, identity, port, tls_port), namespace, cfg)
 
 
-# --- invoke warmup -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WarmupFigures:
-    """What ``invoke warmup`` prints: the backend, its URL, start->ready seconds, probe timings
-    (seconds) and whether the broker was kept running (then use ``external:<url>``)."""
-
-    backend: str
-    url: str
-    start_to_ready: float
-    connack: float
-    suback: float
-    round_trip: float
-    kept: bool
-    log: str
-    pid: int | None = None  # the kept broker process (stop it with kill <pid>), else None
-
-
-def _pid(broker: Broker) -> int | None:
-    backend = broker._backend
-    if isinstance(backend, ProcessBackend) and backend.proc is not None:
-        return backend.proc.pid
-    return None
-
-
-def warmup(
-    backend: str | None = None, keep: bool = False, state_dir: str | None = None
-) -> WarmupFigures:
-    """Start the selected broker once, run the readiness probe, stop it (or keep it running for
-    reuse as ``--harness-broker=external:<url>``) and return the figures."""
-    env = dict(os.environ)
-    if backend is not None:
-        env["HARNESS_BROKER"] = backend
-    cfg = BrokerConfig(
-        settings.resolve("broker", None, env),
-        settings.resolve("broker-image", None, env),
-        settings.resolve("mosquitto-binary", None, env),
-        settings.resolve("broker-timeout", None, env),
-        settings.resolve("broker-restart-budget", None, env),
-        settings.resolve("broker-probe-interval", None, env),
-    )
-    base = int(settings.resolve("port-base", None, env).value)
-    size = int(settings.resolve("port-block-size", None, env).value)
-    sdir = Path(state_dir or str(settings.resolve("state-dir", None, env).value))
-    lease = ports.claim_slot(sdir, base, size, None, f"warmup pid={os.getpid()}")
-    try:
-        block = ports.PortBlock(base + lease.slot * size, size, lease.slot)
-        identity = WorkerIdentity(run_id="warmup", worker_id="master", slot=lease.slot, count=1)
-        namespace = TopicNamespace(f"test/warmup/{os.getpid()}")
-        broker = create_broker(cfg, identity, block.port("mqtt"), namespace)
-        if keep and isinstance(broker._backend, ProcessBackend):
-            broker._backend.tie_to_parent = False
-        try:
-            broker.start()
-            times = broker.last_probe_times or probe(broker.host, broker.port, broker.health_topic)
-            figures = WarmupFigures(
-                broker.backend,
-                broker.url,
-                broker.statistics().last_ready_seconds,
-                times.connack,
-                times.suback,
-                times.round_trip,
-                keep,
-                broker.log,
-                _pid(broker) if keep else None,
-            )
-        finally:
-            if not keep:
-                broker.stop()
-            elif isinstance(broker._backend, ProcessBackend) and broker._backend.proc is not None:
-                broker._backend.proc.returncode = 0  # detached: Popen must not reap it later
-        return figures
-    finally:
-        lease.release()
-
-
 __all__ = [
     "BACKENDS",
+    "WARMUP_FAILED",
     "Broker",
     "BrokerConfig",
     "BrokerStatistics",
@@ -505,30 +430,26 @@ __all__ = [
     "create_broker",
     "probe_client_id",
     "warmup",
+    "warmup_main",
 ]
 
 
+# ``invoke warmup`` lives in harness.broker_warmup; these wrappers keep ``harness.broker.warmup``
+# (the entry point tasks.py calls) without a circular import.
 WARMUP_FAILED = 13  # same number as preflight's EXIT_BROKER: "no usable broker"
 
 
-def warmup_main(backend: str | None = None, keep: bool = False) -> int:
-    """``invoke warmup``: run :func:`warmup`, print its figures, return an exit code
-    (0, or WARMUP_FAILED with the harness error on stderr)."""
-    import sys
+def warmup(
+    backend: str | None = None, keep: bool = False, state_dir: str | None = None
+) -> WarmupFigures:
+    """See :func:`harness.broker_warmup.warmup`; returns a frozen :class:`WarmupFigures`."""
+    from harness import broker_warmup
 
-    try:
-        figures = warmup(backend=backend, keep=keep)
-    except HarnessError as exc:
-        print(str(exc), file=sys.stderr)
-        return WARMUP_FAILED
-    ms = 1000.0
-    print(
-        f"harness: broker {figures.backend} at {figures.url} ready in"
-        f" {figures.start_to_ready * ms:.1f} ms (CONNACK {figures.connack * ms:.2f} ms,"
-        f" SUBACK {figures.suback * ms:.2f} ms,"
-        f" QoS 1 round trip {figures.round_trip * ms:.2f} ms)"
-    )
-    if figures.kept:
-        pid = f"; stop it with kill {figures.pid}" if figures.pid else ""
-        print(f"harness: kept running: use --harness-broker=external:{figures.url}{pid}")
-    return 0
+    return broker_warmup.warmup(backend=backend, keep=keep, state_dir=state_dir)
+
+
+def warmup_main(backend: str | None = None, keep: bool = False) -> int:
+    """See :func:`harness.broker_warmup.warmup_main`: prints figures, returns an exit code."""
+    from harness import broker_warmup
+
+    return broker_warmup.warmup_main(backend=backend, keep=keep)

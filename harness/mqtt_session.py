@@ -12,7 +12,8 @@ import pytest
 from harness import settings
 from harness.broker import Broker, BrokerConfig, create_broker
 from harness.errors import BrokerStartError, BrokerUnavailable, ConfigError
-from harness.mqtt import ClientFactory, ClientIds, ClientPool, HarnessClient, Monitor
+from harness.monitor import Monitor
+from harness.mqtt import ClientFactory, ClientIds, ClientPool, HarnessClient
 from harness.runtime import get_runtime
 from harness.topics import TopicNamespace
 

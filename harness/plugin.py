@@ -17,7 +17,7 @@ from harness import worker as worker_mod
 from harness.broker import Broker
 from harness.errors import ConfigError, HarnessError, HarnessWarning
 from harness.gpio import FakeGPIO, installed
-from harness.mqtt import Monitor
+from harness.monitor import Monitor
 from harness.ports import PortBlock
 from harness.runtime import RUNTIME_KEY, Runtime, get_runtime, state_dir
 from harness.topics import TopicNamespace, node_token

@@ -21,7 +21,8 @@ from harness.broker import Broker, BrokerConfig, create_broker, warmup
 from harness.broker_backends import find_mosquitto
 from harness.errors import BrokerStartError
 from harness.images import DEFAULT_IMAGE
-from harness.mqtt import ClientFactory, ClientIds, ClientPool, HarnessClient, Monitor
+from harness.monitor import Monitor
+from harness.mqtt import ClientFactory, ClientIds, ClientPool, HarnessClient
 from harness.mqtt_probe import open_session, probe
 from harness.ports import PortBlock
 from harness.topics import TopicNamespace

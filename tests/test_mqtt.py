@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from harness.broker import Broker
-from harness.mqtt import MAX_CLIENT_ID, HarnessClient, Monitor, make_client_id
+from harness.monitor import Monitor
+from harness.mqtt import MAX_CLIENT_ID, HarnessClient, make_client_id
 from harness.mqtt_session import get_session
 from harness.topics import TopicNamespace
 
