@@ -141,12 +141,12 @@ def tc_run_times(n: int, image: str = IMAGE) -> list[float]:
         for _ in range(n):
             t0 = time.perf_counter()
             container = (
-                DockerContainer(image, command=MOSQUITTO_CMD)
+                DockerContainer(image, command=MOSQUITTO_CMD)  # type: ignore[arg-type]
                 .with_kwargs(labels=labels.labels_for(ident))
                 .waiting_for(LogMessageWaitStrategy(READY_LOG))
             )
             # with_bind_ports() binds all interfaces; this machine's rule is 127.0.0.1 only
-            container.ports["1883/tcp"] = ("127.0.0.1", port)
+            container.ports["1883/tcp"] = ("127.0.0.1", port)  # type: ignore[assignment]
             container.start()
             try:
                 out.append(time.perf_counter() - t0)
@@ -198,11 +198,11 @@ def naive_prune(run_id: str) -> int:
     """What users wrote: list, then a fresh client per resource to remove it."""
     import docker
 
-    flt = {"label": f"{labels.RUN}={run_id}"}
+    flt: dict[str, str | list[str] | bool] = {"label": f"{labels.RUN}={run_id}"}
     lister = docker.from_env()
     try:
-        container_ids = [c.id for c in lister.containers.list(all=True, filters=flt)]
-        network_ids = [n.id for n in lister.networks.list(filters=flt)]
+        container_ids = [str(c.id) for c in lister.containers.list(all=True, filters=flt)]
+        network_ids = [str(n.id) for n in lister.networks.list(filters=flt)]
     finally:
         lister.close()
     for cid in container_ids:
@@ -222,7 +222,7 @@ def naive_prune(run_id: str) -> int:
 
 def sdk_loop_prune(run_id: str) -> int:
     """The bare SDK loop with one client: list, remove each container, then each network."""
-    flt = {"label": f"{labels.RUN}={run_id}"}
+    flt: dict[str, str | list[str] | bool] = {"label": f"{labels.RUN}={run_id}"}
     client = make_client()
     try:
         containers = client.containers.list(all=True, filters=flt)

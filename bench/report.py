@@ -290,9 +290,10 @@ def _headline(key: str, sec: dict[str, Any]) -> list[str]:
     for row in rows:
         if row["name"] == base or row.get("ratio") is None:
             continue
+        versus = f"{row['ratio']:.2f}x speedup vs" if key == "tiers" else f"{row['ratio']:.2f}x"
         out.append(
             f"| {sec.get('title', key)} | {row['name']} | {_fmt(row.get('median'))} {unit} |"
-            f" {row['ratio']:.2f}x {base} |"
+            f" {versus} {base} |"
         )
     return out
 
