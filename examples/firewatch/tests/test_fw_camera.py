@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 import pytest
-from conftest import FIREWATCH_ROOT, Services
+from fw_support import FIREWATCH_ROOT, Services
 
 
 def detect(monitor: Any, camera: str, **body: Any) -> None:

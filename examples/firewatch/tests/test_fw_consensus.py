@@ -6,8 +6,8 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Services
 from firewatch.consensus import Consensus
+from fw_support import Services
 
 
 class Clock:

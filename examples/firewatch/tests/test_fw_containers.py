@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import ContainerServices, Services, SiteBroker
+from fw_support import ContainerServices, Services, SiteBroker
 
 from harness.topics import TopicNamespace
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from conftest import Services
-from fallbacks import FallbackMonitor
+from fw_monitor import ReconnectingMonitor
+from fw_support import Services
 
 SERVICES = [
     ("consensus", {"CONSENSUS_THRESHOLD": "2"}),
@@ -53,7 +53,7 @@ def test_pipeline_survives_broker_kill(
     start_all(services)
     mqtt_broker.kill()
     mqtt_broker.ensure_alive()  # what supervision does before the next test, done now
-    watcher = FallbackMonitor(mqtt_broker, mqtt_monitor.namespace)  # re-subscribes on reconnect
+    watcher = ReconnectingMonitor(mqtt_broker, mqtt_monitor.namespace)  # re-subscribes on reconnect
     try:
         for name in NAMES:
             watcher.wait_for(

@@ -6,9 +6,9 @@ import json
 from typing import Any
 
 import pytest
-from conftest import Services
 from firewatch.common import ConfigError
 from firewatch.pump import PumpService
+from fw_support import Services
 
 PUMP, VALVE, LOW_WATER = 17, 27, 22
 
@@ -206,14 +206,14 @@ def test_pump_safety_stop_works_while_broker_is_down(
 ) -> None:
     """The broker dies mid-run: the max-runtime stop still happens, and after the restart the
     pump reconnects and reports the stop."""
-    from fallbacks import FallbackMonitor
+    from fw_monitor import ReconnectingMonitor
 
     pump = start_pump(MAX_RUNTIME="0.5")
     fire(mqtt_monitor)
     state(mqtt_monitor, "running")
     mqtt_broker.kill()
     mqtt_broker.ensure_alive()
-    watcher = FallbackMonitor(mqtt_broker, mqtt_monitor.namespace)
+    watcher = ReconnectingMonitor(mqtt_broker, mqtt_monitor.namespace)
     try:
         body = watcher.wait_for(
             "system/pump/health", predicate=lambda m: m.json().get("connects", 0) >= 2
