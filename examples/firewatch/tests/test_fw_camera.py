@@ -138,3 +138,27 @@ def test_camera_rejects_bad_environment(name: str, value: str, needle: str) -> N
     )
     assert done.returncode == 2
     assert needle in done.stderr.decode()
+
+
+def test_failed_health_publish_is_logged_as_validation_expects(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The line harness.validation.scan_logs looks for is what a service really logs when the
+    client refuses a health message while connected."""
+    import paho.mqtt.client as mqtt
+    from firewatch.camera import CameraService
+
+    from harness import validation
+
+    svc = CameraService({"FIREWATCH_LOG_STDERR": "0", "CAMERA_ID": "h1"})
+    try:
+        refused = mqtt.MQTTMessageInfo(1)
+        refused.rc = mqtt.MQTT_ERR_QUEUE_SIZE
+        svc.client.publish = lambda *args, **kwargs: refused  # type: ignore[method-assign]
+        svc._connected.set()
+        with caplog.at_level("INFO", logger="firewatch"):
+            svc.publish_health()
+    finally:
+        svc.client._reset_sockets()
+    lines = [f"x {r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records]
+    assert [validation.classify_line(line) for line in lines] == ["health-publish"]
