@@ -70,9 +70,15 @@ def amqtt_available() -> bool:
     return True
 
 
+_LIBC: ctypes.CDLL | None = None
+if sys.platform == "linux":
+    with contextlib.suppress(OSError):
+        _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded now: the child must not dlopen
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _tail(path: Path, lines: int) -> str:
@@ -107,7 +113,7 @@ class ProcessBackend:
         main = (
             self.tie_to_parent
             and threading.current_thread() is threading.main_thread()
-            and sys.platform == "linux"
+            and _LIBC is not None
         )
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
