@@ -19,7 +19,7 @@ import pytest
 from harness import settings
 from harness.broker import Broker, BrokerConfig, create_broker, warmup
 from harness.broker_backends import find_mosquitto
-from harness.errors import BrokerStartError
+from harness.errors import BrokerStartError, BrokerUnavailable, BrokerUnhealthy
 from harness.images import DEFAULT_IMAGE
 from harness.monitor import Monitor
 from harness.mqtt import ClientFactory, ClientIds, ClientPool, HarnessClient
@@ -417,3 +417,36 @@ def test_bad_broker_options_are_usage_errors(
     result = pytester.runpytest_inprocess(arg)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*harness: {arg}*{expected}"])
+
+
+@pytest.mark.docker
+def test_docker_backend_without_the_image_is_unavailable(
+    identity: WorkerIdentity, spare_port: int, test_topics: TopicNamespace
+) -> None:
+    cfg = _cfg(broker="docker", broker_image="harness-local/no-such-image:0")
+    with pytest.raises(BrokerUnavailable, match=r"not present locally.*--harness-broker-image"):
+        create_broker(cfg, identity, spare_port, test_topics)
+
+
+@needs_mosquitto
+def test_external_broker_going_away_is_noticed_by_the_sentinel(
+    identity: WorkerIdentity, spare_port: int, test_topics: TopicNamespace
+) -> None:
+    site = create_broker(_cfg(broker="mosquitto"), identity, spare_port, test_topics)
+    site.start()
+    try:
+        external = create_broker(
+            _cfg(broker=f"external:{site.url}", broker_timeout="0.3"), identity, 0, test_topics
+        )
+        external.start()
+        external.ensure_alive()  # healthy: no probe needed, the sentinel is open
+        site.kill()
+        start = time.monotonic()
+        with pytest.raises(BrokerUnhealthy, match="restart 1 after: its liveness connection"):
+            external.ensure_alive()
+        with pytest.raises(BrokerUnhealthy):  # remembered
+            external.ensure_alive()
+        assert time.monotonic() - start < 3
+        external.stop()
+    finally:
+        site.stop()
