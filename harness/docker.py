@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from harness import docker_ready, labels, settings
-from harness.docker_retry import Attempt, ErrorClass, Quarantine, RetryPolicy, classify
+from harness.docker_retry import (
+    Attempt,
+    ErrorClass,
+    Quarantine,
+    RetryPolicy,
+    classify,
+    ping_unix,
+    unix_socket_path,
+)
 from harness.docker_retry import format_history as format_history
 from harness.errors import DockerCreateError, DockerError, DockerNotReady, DockerQuarantined
 from harness.ports import LOOPBACK, PortBlock
@@ -328,7 +336,12 @@ class DockerService:
             return self._client
 
     def ping(self) -> bool:
-        """One ``/_ping`` with a short timeout; True when the daemon answers OK."""
+        """One ``/_ping`` with a short timeout; True when the daemon answers OK. Over a unix
+        socket this needs neither the client nor the SDK import (a quarantined setup stays
+        fast)."""
+        path = unix_socket_path(self.base_url, os.environ.get("DOCKER_HOST"))
+        if path is not None:
+            return ping_unix(path)
         try:
             api = self.client.api
             response = api.get(f"{api.base_url}/_ping", timeout=1.0)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import http.client
 import json
 import os
 import random
@@ -40,6 +41,43 @@ from harness.errors import DockerQuarantined
 
 QUARANTINE_FILE = "docker-quarantine.json"
 PROBE_TIMEOUT_S = 1.0
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """Plain HTTP over a unix socket: cheap daemon probes without importing the docker SDK."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._path)
+        self.sock = sock
+
+
+def unix_socket_path(base_url: str | None, docker_host: str | None) -> str | None:
+    """The daemon's unix socket for ``base_url`` or else ``DOCKER_HOST``; None for tcp/ssh."""
+    url = base_url or docker_host
+    if not url:
+        return "/var/run/docker.sock"
+    for scheme in ("unix://", "http+unix://"):
+        if url.startswith(scheme):
+            return url[len(scheme) :]
+    return None
+
+
+def ping_unix(path: str, timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """``GET /_ping`` on a unix socket; True on 200."""
+    conn = UnixHTTPConnection(path, timeout)
+    try:
+        conn.request("GET", "/_ping")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        conn.close()
 
 
 class ErrorClass(enum.Enum):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import re
 import socket
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from harness import labels
+from harness.docker_retry import UnixHTTPConnection
 from harness.errors import ConfigError
 from harness.worker import RUN_ID_RE, WORKER_ID_RE
 
@@ -189,18 +189,6 @@ def prune(
     return rows
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
-        self.sock = sock
-
-
 def stale_candidates(
     docker_host: str | None, timeout: float = 5.0, hostname: str | None = None
 ) -> bool | None:
@@ -212,7 +200,7 @@ def stale_candidates(
     path = docker_host[len("unix://") :] if docker_host else "/var/run/docker.sock"
     query = urllib.parse.quote(json.dumps({"label": [labels.RUN]}))
     for endpoint in ("/containers/json?all=1&", "/networks?", "/volumes?"):
-        conn = _UnixHTTPConnection(path, timeout)
+        conn = UnixHTTPConnection(path, timeout)
         try:
             conn.request("GET", f"/v1.41{endpoint}filters={query}")
             response = conn.getresponse()
