@@ -115,7 +115,11 @@ class HarnessClient(paho.Client):
     def connect_and_wait(self, host: str, port: int, timeout: float = CONNECT_TIMEOUT) -> None:
         """Connect, start the network thread and wait for CONNACK."""
         self._connected.clear()
-        self.connect(host, port, KEEPALIVE)
+        try:
+            self.connect(host, port, KEEPALIVE)
+        except BaseException:
+            self.close()
+            raise
         self.loop_start()
         if not self._connected.wait(timeout):
             self.close()
@@ -239,9 +243,7 @@ class ClientPool:
         else:
             if client is not None:
                 client.close()
-            client = HarnessClient(self.ids.next("pool"))
-            client.connect_and_wait(self.host, self.port)
-            self.created += 1
+            client = self._connect()
         ok = False
         try:
             yield client
@@ -254,12 +256,20 @@ class ClientPool:
             if client is not None:
                 client.close()
 
+    def _connect(self) -> HarnessClient:
+        client = HarnessClient(self.ids.next("pool"))
+        try:
+            client.connect_and_wait(self.host, self.port)
+        except BaseException:
+            client.close()
+            raise
+        self.created += 1
+        return client
+
     def warm(self, count: int = 1) -> None:
         """Connect ``count`` idle clients now (at session setup, so none appear mid-test)."""
         for _ in range(count):
-            client = HarnessClient(self.ids.next("pool"))
-            client.connect_and_wait(self.host, self.port)
-            self.created += 1
+            client = self._connect()
             with self._lock:
                 self._idle.append(client)
 
