@@ -27,7 +27,7 @@ import threading
 import time
 import warnings
 from collections import Counter
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +45,10 @@ GRACE_FIRST_POLL_S = 0.001
 NEAR_LIMIT_LEVELS = (0.80, 0.95)
 TOP_TESTS = 5
 PYTEST_TMP_RE = re.compile(r"^pytest-of-")
+# a nested harness run's own guard dir: it removes it itself; a killed one's is a leftover
+NESTED_GUARD_RE = re.compile(r"^harness-[^-]+-(master|gw\d+)-")
+# known process-wide caches that are not leaks
+DEFAULT_ALLOW = (r"^file .*/mpl-data/fonts/",)
 
 settings.register(
     Option("guard", "Resource guard: off, warn or strict.", "warn", choices=MODES),
@@ -137,8 +141,7 @@ def raise_fd_limit(target: int) -> tuple[int, int, int]:
 
 def _compile_allow(text: str) -> re.Pattern[str] | None:
     lines = [ln.strip() for ln in str(text or "").splitlines() if ln.strip()]
-    if not lines:
-        return None
+    lines.extend(DEFAULT_ALLOW)
     return re.compile("|".join(f"(?:{ln})" for ln in lines))
 
 
@@ -176,6 +179,7 @@ class ResourceGuard:
         self._tmp_before: frozenset[str] = frozenset()  # the guard TMPDIR when the last test ended
         self._tmp_now: frozenset[str] = frozenset()
         self._warned_levels: set[float] = set()
+        self.owners: dict[str, Callable[[], Iterable[int]]] = {}
         self._tmpdir: str | None = None
         self._saved_tmp: tuple[str | None, str | None] = (None, None)
 
@@ -344,15 +348,32 @@ class ResourceGuard:
             self._warn(item, finding.message(self.worker))
         self._near_limit(item, after)
 
+    def register_owner(self, name: str, fds: Callable[[], Iterable[int]]) -> None:
+        """``fds()`` names fds a session-long owner holds (a pooled client, a lock file): they
+        are never a test's leak, even when the owner opens them lazily during a test."""
+        self.owners[name] = fds
+
+    def _owned_fds(self) -> frozenset[str]:
+        owned: set[str] = set()
+        for fn in list(self.owners.values()):
+            try:
+                owned.update(str(fd) for fd in fn())
+            except Exception:  # an owner that cannot answer owns nothing
+                continue
+        return frozenset(owned)
+
     def _delta(self, after: Snapshot, before: Snapshot) -> Delta:
         u = self._union
-        return snapshot.diff(after, before, u.fds, u.threads, u.children)
+        delta = snapshot.diff(after, before, u.fds, u.threads, u.children)
+        if delta.fds and self.owners:
+            delta = snapshot.diff(after, before, u.fds | self._owned_fds(), u.threads, u.children)
+        return delta
 
     def _tmp_new(self) -> frozenset[str]:
         """Entries of the guard's TMPDIR new since the last test ended (fixtures' excluded)."""
         self._tmp_now = self._tmp_entries()
         new = self._tmp_now - self._tmp_before - self._union.tmp
-        return frozenset(e for e in new if not PYTEST_TMP_RE.match(e))
+        return frozenset(e for e in new if not (PYTEST_TMP_RE.match(e) or NESTED_GUARD_RE.match(e)))
 
     def _confirm(self, before: Snapshot, delta: Delta) -> tuple[Snapshot, Delta, frozenset[str]]:
         """One gc, then await the resources going away for at most the grace period."""
@@ -553,6 +574,27 @@ def configure(config: pytest.Config) -> None:
             float(settings.value("guard-grace-ms", config)) / 1000,
         )
         config.pluginmanager.register(guard, "harness-guard")
+        _register_harness_owners(config, guard)
     if not is_worker:
         reporter = guard_report.GuardSummary(config, guard, limit, mode)
         config.pluginmanager.register(reporter, "harness-guard-summary")
+
+
+def _register_harness_owners(config: pytest.Config, guard: ResourceGuard) -> None:
+    """harness's own lazily opened session resources: the slot lock, the Docker client pool."""
+    runtime = get_runtime(config)
+
+    def slot_lock() -> list[int]:
+        lease = getattr(runtime, "_lease", None)
+        fd = getattr(lease, "fd", -1)
+        return [fd] if isinstance(fd, int) and fd >= 0 else []
+
+    def docker_pool() -> list[int]:
+        module = sys.modules.get("harness.docker_pytest")
+        key = getattr(module, "SERVICE_KEY", None)
+        service = config.stash.get(key, None) if key is not None else None
+        client = getattr(service, "_client", None)
+        return snapshot.http_pool_fds(client) if client is not None else []
+
+    guard.register_owner("harness slot lock", slot_lock)
+    guard.register_owner("harness docker client", docker_pool)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import ports
+from harness import ports, settings
 
 EXIT_OK = 0
 EXIT_WARNINGS = 10
@@ -333,9 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-n", "--workers", type=int, default=1)
-    parser.add_argument("--port-base", type=int, default=20000)
-    parser.add_argument("--block-size", type=int, default=100)
-    parser.add_argument("--state-dir", default="/tmp/harness")
+    # defaults follow HARNESS_PORT_BASE / HARNESS_PORT_BLOCK_SIZE / HARNESS_STATE_DIR
+    parser.add_argument("--port-base", type=int, default=int(settings.value("port-base")))
+    parser.add_argument("--block-size", type=int, default=int(settings.value("port-block-size")))
+    parser.add_argument("--state-dir", default=str(settings.value("state-dir")))
     parser.add_argument("--per-worker-fds", type=int, default=FDS_PER_WORKER)
     parser.add_argument("--no-docker", action="store_true", help="Docker unreachable only warns")
     parser.add_argument("--no-broker", action="store_true", help="missing mosquitto only warns")

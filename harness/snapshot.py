@@ -333,3 +333,35 @@ def describe_child(pid: int) -> str:
         except ChildProcessError:
             return f"zombie child {pid} {name}"
     return f"child {pid} {cmdline(pid)}"
+
+
+def http_pool_fds(client: object) -> list[int]:
+    """Socket fds pooled by a ``docker.DockerClient`` / ``requests.Session`` (idle connections).
+
+    Walks ``client.api.adapters`` -> urllib3 pools -> queued connections; anything unexpected
+    yields nothing rather than an error.
+    """
+    session = getattr(client, "api", client)
+    fds: list[int] = []
+    for adapter in list(getattr(session, "adapters", {}).values()):
+        containers = [getattr(adapter, "pools", None)]
+        manager = getattr(adapter, "poolmanager", None)
+        containers.append(getattr(manager, "pools", None))
+        for pools in containers:
+            if pools is None:
+                continue
+            try:
+                pool_list = [pools[k] for k in list(pools.keys())]
+            except Exception:
+                continue
+            for pool in pool_list:
+                queue = getattr(getattr(pool, "pool", None), "queue", ())
+                for conn in list(queue):
+                    sock = getattr(conn, "sock", None)
+                    try:
+                        fd = sock.fileno() if sock is not None else -1
+                    except OSError:
+                        fd = -1
+                    if fd >= 0:
+                        fds.append(fd)
+    return fds
