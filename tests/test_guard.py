@@ -181,7 +181,7 @@ def module_file(tmp_path_factory):
     fh.close()
 
 @pytest.mark.parametrize("i", range(100))
-def test_ok(i, session_server, module_file, tmp_path, port_block, worker):
+def test_ok(i, session_server, module_file, tmp_path, port_block, worker, cache):
     with socket.create_connection(session_server.getsockname()) as c:
         conn, _ = session_server.accept()
         conn.close()
@@ -190,7 +190,30 @@ def test_ok(i, session_server, module_file, tmp_path, port_block, worker):
 """
 
 
+LAZY_CONFTEST = """
+import pytest
+
+LAZY = []
+
+def lazy_cache():
+    # a process-wide cache opened lazily, during whichever test first needs it
+    if not LAZY:
+        LAZY.append(open(__file__))
+    return LAZY[0]
+
+def pytest_configure(config):
+    guard = config.pluginmanager.get_plugin("harness-guard")
+    if guard is not None:
+        guard.register_owner("lazy cache", lambda: [f.fileno() for f in LAZY])
+
+@pytest.fixture
+def cache():
+    return lazy_cache()
+"""
+
+
 def test_clean_500_under_xdist_has_no_finding(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(LAZY_CONFTEST)
     for k in range(5):
         pytester.makepyfile(**{f"test_clean{k}": CLEAN})
     report = pytester.path / "guard.json"
