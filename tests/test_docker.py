@@ -245,3 +245,22 @@ def test_fixtures_in_an_xdist_run_are_per_worker_and_leave_nothing(
     flt = {"label": f"{labels.RUN}={run}"}
     assert docker_client.containers.list(all=True, filters=flt) == []
     assert docker_client.networks.list(filters=flt) == []
+
+
+def test_docker_assigned_host_ports_stay_on_loopback(tmp_path: Path) -> None:
+    run = f"t4d{uuid.uuid4().hex[:6]}"
+    service = DockerService(
+        WorkerIdentity(run, "gw4", 0, 1), tmp_path, None, DockerSettings(host_ports="docker")
+    )
+    try:
+        handle = service.run(
+            DEFAULT_IMAGE, service="assigned", command=BROKER, ports=[1883], ready=MqttReady(1883)
+        )
+        port = handle.host_port(1883)
+        assert 0 < port < 65536
+        bindings = handle.container.attrs["HostConfig"]["PortBindings"]["1883/tcp"]
+        assert bindings == [{"HostIp": "127.0.0.1", "HostPort": ""}]
+        handle.remove()
+    finally:
+        service.close()
+        prune(run=run)
