@@ -202,12 +202,19 @@ class ClientFactory:
         self.clients: list[HarnessClient] = []
 
     def __call__(
-        self, *, client_id: str | None = None, tls: bool = False, **kwargs: Any
+        self,
+        *,
+        client_id: str | None = None,
+        tls: bool = False,
+        host: str | None = None,
+        port: int | None = None,
+        **kwargs: Any,
     ) -> HarnessClient:
-        """A connected client; ``tls=True`` connects to the TLS listener, verifying its CA."""
+        """A connected client (``kwargs`` go to paho's ``Client``); ``tls=True`` connects to the
+        TLS listener, verifying its CA; ``host``/``port`` pick another broker (default: ours)."""
         client = HarnessClient(client_id or self.ids.next(self.test), **kwargs)
         self.clients.append(client)
-        port = self.port
+        port = self.port if port is None else port
         if tls:
             if self.tls is None:
                 raise HarnessError(
@@ -216,7 +223,7 @@ class ClientFactory:
                 )
             port, ca_file = self.tls
             client.tls_set(ca_certs=ca_file)
-        client.connect_and_wait(self.host, port)
+        client.connect_and_wait(host or self.host, port)
         return client
 
     def close(self) -> None:

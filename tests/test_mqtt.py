@@ -32,23 +32,27 @@ def test_pubsub(i, mqtt_monitor, mqtt_client_factory, mqtt_broker, worker, test_
 
 
 def test_four_workers_publish_and_receive_in_their_own_namespaces(
-    pytester: pytest.Pytester,
+    pytester: pytest.Pytester, mqtt_broker: Broker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytester.makepyfile(test_parallel=PARALLEL_SUITE)
+    """``-n 4 --dist each``: every worker runs the 8 pub/sub tests (half over TLS) and floods
+    10,000 messages into its own namespace on its own broker while the others do the same."""
+    pytester.makepyfile(test_parallel=PARALLEL_SUITE, test_crosstalk=CROSSTALK_SUITE)
+    monkeypatch.setenv("COORD_PORT", str(mqtt_broker.port))  # the flood's cross-worker barrier
     result = pytester.runpytest_subprocess(
-        "-n", "4", "--harness-require-broker", "--harness-broker-tls"
+        "-n", "4", "--dist", "each", "--harness-require-broker", "--harness-broker-tls"
     )
-    result.assert_outcomes(passed=8)
+    result.assert_outcomes(passed=4 * 9)
     rows = [line.split() for line in (pytester.path / "ports.txt").read_text().splitlines()]
     port_of: dict[str, str] = {}
     for worker, port, backend in rows:
         assert backend == "mosquitto"
         assert port_of.setdefault(worker, port) == port, "one broker per worker for the session"
-    assert len(port_of) >= 2
+    assert len(port_of) == 4
     assert len(set(port_of.values())) == len(port_of), "every worker has its own broker port"
 
 
 CROSSTALK_SUITE = """
+import os
 import threading
 
 N = 10_000
@@ -65,16 +69,16 @@ def test_flood_and_watch(mqtt_monitor, mqtt_client_factory, worker, test_topics,
                 seen[parts[-1]].add(parts[-3])
                 cond.notify_all()
 
-    # a barrier across workers, deliberately outside the namespaces, so both monitors are
-    # subscribed while both workers flood
-    barrier = mqtt_client_factory()
+    # a barrier across workers on the outer test's broker (COORD_PORT), deliberately outside
+    # the namespaces, so both monitors are subscribed while both workers flood
+    barrier = mqtt_client_factory(port=int(os.environ["COORD_PORT"]))
     barrier.on_message = on_barrier
     barrier.subscribe_and_wait(f"{run_prefix}/+/_barrier/+")
 
     def arrive(step):
         barrier.publish_and_wait(f"{topic_namespace.prefix}/_barrier/{step}", b"1", retain=True)
         with cond:
-            assert cond.wait_for(lambda: len(seen[step]) == 2, timeout=60), seen
+            assert cond.wait_for(lambda: len(seen[step]) == worker.count, timeout=60), seen
 
     arrive("up")
     flood = mqtt_client_factory()
@@ -92,7 +96,10 @@ def test_flood_and_watch(mqtt_monitor, mqtt_client_factory, worker, test_topics,
 
 
 def test_ten_thousand_messages_reach_no_other_worker_on_a_shared_broker(
-    pytester: pytest.Pytester, mqtt_broker: Broker, mqtt_client_factory: Any
+    pytester: pytest.Pytester,
+    mqtt_broker: Broker,
+    mqtt_client_factory: Any,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     run_id = "xt" + uuid.uuid4().hex[:6]
     counted = [0]
@@ -107,6 +114,7 @@ def test_ten_thousand_messages_reach_no_other_worker_on_a_shared_broker(
     observer.on_message = count
     observer.subscribe_and_wait(f"test/{run_id}/#", qos=0)
     pytester.makepyfile(test_crosstalk=CROSSTALK_SUITE)
+    monkeypatch.setenv("COORD_PORT", str(mqtt_broker.port))
     result = pytester.runpytest_subprocess(
         "-n",
         "2",
@@ -117,8 +125,8 @@ def test_ten_thousand_messages_reach_no_other_worker_on_a_shared_broker(
         "--harness-require-broker",
     )
     result.assert_outcomes(passed=2)
-    # positive control: both floods really went through the one shared broker
     observer.publish_and_wait(f"test/{run_id}/end", b"", qos=1)
+    # positive control: both floods really went through the one shared broker
     assert counted[0] == 20_000
 
 
