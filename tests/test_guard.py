@@ -40,6 +40,16 @@ def test_executor():
 def test_child():
     KEEP.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
 
+def test_zombie():
+    proc = subprocess.Popen(["true"])
+    KEEP.append(proc)
+    stat = f"/proc/{proc.pid}/stat"
+    deadline, pause = time.monotonic() + 10, 0.001
+    while open(stat).read().rsplit(")", 1)[1].split()[0] != "Z":  # exited, never waited for
+        assert time.monotonic() < deadline
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
+
 def test_tempdir():
     tempfile.mkdtemp(prefix="leaky-")
 
@@ -87,6 +97,7 @@ EXPECTED = {
     "test_executor": r"thread 'leaky-pool_0'",
     "test_child": r"child \d+ python\S* -c import time",
     "test_tempdir": r"temp dir \S+/leaky-\w+",
+    "test_zombie": r"zombie child \d+ \[?true\]? \(reaped\)",
     "test_paho": r"thread 'paho-mqtt-client-leaky-paho'",
 }
 
@@ -331,7 +342,7 @@ def test_count_mode_above_detail_max_says_so(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess(
         "--harness-guard-fd-detail-max=3", "-k", "test_file", "-p", "no:randomly"
     )
-    result.assert_outcomes(passed=1, warnings=1, deselected=7)
+    result.assert_outcomes(passed=1, warnings=1, deselected=8)
     result.stdout.fnmatch_lines(
         ["*test_file leaked 1 resource(s): 1 fd(s) (counted only: above 3 open fds*"]
     )
