@@ -83,7 +83,7 @@ SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 CLIENT_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 0  # containers of tests are killed, not stopped gracefully
 LOG_TAIL_LINES = 30
-NUM_POOLS = 1  # unix socket: at most one idle connection per client (the SDK pools per URL)
+SHARED_POOL_KEY = "http+docker://localhost"  # the one pool every request of a client uses
 
 
 @dataclass(frozen=True)
@@ -152,13 +152,19 @@ def make_client(
     version = None if api_version == "auto" else api_version
     params: dict[str, Any] = {"base_url": base_url} if base_url else dict(kwargs_from_env())
     client = docker.DockerClient(version=version, timeout=timeout, **params)
-    # docker 7.x ignores num_pools= for unix sockets (operator precedence in APIClient.__init__
-    # always picks 25): bound the per-URL pool LRU here, or every container id costs an idle fd
+    # The SDK's unix-socket adapter keeps one connection pool per URL (an LRU of 25 pools, and
+    # docker 7.x ignores num_pools= for unix sockets), so every container id costs an idle
+    # connection on both sides, and a smaller LRU closes pools under other threads. The pool's
+    # URL is never used to connect: route every URL to one shared pool (thread-safe, idle
+    # connections bounded by max_pool_size, one when used from one thread).
     adapter = getattr(client.api, "_custom_adapter", None)
-    if adapter is not None and hasattr(adapter, "pools"):
-        from urllib3._collections import RecentlyUsedContainer
+    if adapter is not None and hasattr(adapter, "pools") and hasattr(adapter, "socket_path"):
+        get_connection = adapter.get_connection
 
-        adapter.pools = RecentlyUsedContainer(NUM_POOLS, dispose_func=lambda pool: pool.close())
+        def shared_pool(url: str, proxies: Any = None) -> Any:
+            return get_connection(SHARED_POOL_KEY, proxies)
+
+        adapter.get_connection = shared_pool
     return client
 
 
