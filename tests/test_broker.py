@@ -450,3 +450,18 @@ def test_external_broker_going_away_is_noticed_by_the_sentinel(
         external.stop()
     finally:
         site.stop()
+
+
+def test_auto_falls_back_to_embedded_without_mosquitto(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        """
+        def test_embedded(mqtt_broker, mqtt_monitor, mqtt_client, test_topics):
+            assert mqtt_broker.backend == "embedded"
+            mqtt_client.publish_and_wait(test_topics.topic("amqtt/works"), b"yes")
+            assert mqtt_monitor.wait_for("amqtt/+")[0].payload == b"yes"
+        """
+    )
+    result = pytester.runpytest_subprocess(
+        "--harness-mosquitto-binary=/nonexistent/mosquitto", "--harness-require-broker"
+    )
+    result.assert_outcomes(passed=1)
