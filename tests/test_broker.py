@@ -83,13 +83,16 @@ def test_process_backends_start_ready_and_stop(
         _roundtrip(broker, test_topics)
         log_dir = Path(broker.log).parent
         assert log_dir.is_dir()
+        broker.restart()
+        assert (broker.restart_count, broker.port) == (1, spare_port)
+        _roundtrip(broker, test_topics)
     finally:
         broker.stop()
     assert not log_dir.exists(), "a healthy broker's temp dir is removed at stop"
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", spare_port), timeout=1).close()
     stats = broker.statistics()
-    assert stats.starts == 1
+    assert stats.starts == 2
     assert stats.healthy
     assert stats.last_ready_seconds > 0
 
