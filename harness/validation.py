@@ -185,7 +185,8 @@ def orphaned_resources(run_id: str, client: Any = None) -> OrphanReport:
 # cross-namespace messages (the run-level canary)
 
 TEST_LEVEL = re.compile(r"^t[0-9a-f]{6}$")  # harness.topics.node_token
-CROSSTALK_GRACE = 2.0  # seconds a finished test's namespace may still deliver (teardown traffic)
+CROSSTALK_GRACE = 1.0  # seconds a finished test's namespace may still deliver after end(), e.g.
+# a last will the broker sends when it notices a killed client's socket closed
 
 
 @dataclass(frozen=True)
@@ -226,6 +227,8 @@ class CrossTalkRecorder:
     is under a foreign root (a service ignored its TOPIC_PREFIX), or under a test namespace other
     than the running test's - except the previous test's for ``CROSSTALK_GRACE`` seconds after it
     ended. Harness-internal topics of the worker (``<worker>/_harness/...``) are ignored.
+    Call :meth:`end` only after a fence message published at the test's end came back through
+    the same subscription, so lag of the subscriber's thread cannot misattribute messages.
     Findings go to ``<directory>/crosstalk-<worker>.jsonl``, read by
     :func:`cross_namespace_findings`.
     """

@@ -36,7 +36,7 @@ from firewatch.common import Service  # noqa: E402
 TERM_TIMEOUT = 5.0  # SIGTERM / stop() -> exit
 KILL_TIMEOUT = 3.0  # SIGKILL -> reaped
 READY_TIMEOUT = 10.0  # start -> first retained "online" health
-FAST_HEALTH = "0.2"  # HEALTH_INTERVAL for tests that watch periodic health
+FENCE_TIMEOUT = 5.0  # cross-talk canary: a fence published at a test end -> seen again
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,12 +78,35 @@ class Canary:
 
         self.client.on_connect = on_connect
         self.client.on_subscribe = lambda *args: subscribed.set()
-        self.client.on_message = lambda client, userdata, msg: recorder.observe(msg.topic)
+        self._fence_topic = recorder.namespace.topic("_harness/canary-fence")
+        self._fence_seen = threading.Event()
+        self._fence_seq = 0
+
+        def on_message(client: Any, userdata: Any, msg: Any) -> None:
+            if msg.topic == self._fence_topic and msg.payload == str(self._fence_seq).encode():
+                self._fence_seen.set()
+            recorder.observe(msg.topic)
+
+        self.client.on_message = on_message
         self.client.connect(host, port)
         self.client.loop_start()
         if not subscribed.wait(READY_TIMEOUT):
             self.close()
             raise AssertionError(f"harness: cross-talk canary could not subscribe on {host}:{port}")
+
+    def end_test(self) -> None:
+        """Close the running test's window causally, not by the clock: publish a fence and wait
+        until it comes back. Everything the broker routed before the fence (the test's own
+        teardown traffic) has then been judged while the test was still the running one, however
+        late this worker's threads run on a loaded machine."""
+        self._fence_seq += 1
+        self._fence_seen.clear()
+        self.client.publish(self._fence_topic, str(self._fence_seq), qos=1)
+        if not self._fence_seen.wait(FENCE_TIMEOUT):
+            logging.getLogger(__name__).warning(
+                "harness: cross-talk fence %d not seen within %ss", self._fence_seq, FENCE_TIMEOUT
+            )
+        self.recorder.end()
 
     def close(self) -> None:
         self.client.disconnect()
@@ -122,7 +145,7 @@ def _crosstalk_window(
         canary.recorder.begin(test_topics)
     yield
     for canary in _CANARIES:
-        canary.recorder.end()
+        canary.end_test()
 
 
 # ---------------------------------------------------------------------------------------------
