@@ -7,8 +7,9 @@ published on 127.0.0.1 only: from the worker's port block (``--harness-docker-ho
 the default; the same service gets the same host port test after test) or Docker-assigned
 (``docker``). Every resource carries the ``dev.harness.*`` labels of :mod:`harness.labels`.
 
-The client honours ``DOCKER_HOST`` (through ``docker.DockerClient.from_env``; ``os.environ`` is
-never changed) and is created on first use, then closed when the session ends.
+The client (:mod:`harness.docker_client`) honours ``DOCKER_HOST`` (``os.environ`` is read and
+never written) and is created on first use, then closed when the session ends. Handles live in
+:mod:`harness.docker_handles`, retries and quarantine in :mod:`harness.docker_retry`.
 """
 
 from __future__ import annotations
@@ -19,16 +20,17 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harness import docker_ready, labels, settings
+from harness import docker_ready, labels
+from harness.docker_client import CLIENT_TIMEOUT_S, PREFIX_RE, DockerSettings, make_client
+from harness.docker_handles import ContainerHandle, NetworkHandle, _not_found, _port_key
 from harness.docker_retry import (
     Attempt,
     ErrorClass,
     Quarantine,
-    RetryPolicy,
     classify,
     ping_unix,
     unix_socket_path,
@@ -36,93 +38,27 @@ from harness.docker_retry import (
 from harness.docker_retry import format_history as format_history
 from harness.errors import DockerCreateError, DockerError, DockerNotReady, DockerQuarantined
 from harness.ports import LOOPBACK, PortBlock
-from harness.settings import Option, parse_bool, parse_float, parse_int
 from harness.worker import WorkerIdentity
 
 if TYPE_CHECKING:
     import docker as docker_sdk
     from docker.models.containers import Container
-    from docker.models.networks import Network
 
-settings.register(
-    Option("docker-prefix", "Prefix of container, network and volume names.", "harness"),
-    Option("docker-attempts", "Attempts to create and start a container.", 5, parse_int),
-    Option("docker-backoff-base", "Base of the retry delay, in seconds.", 0.25, parse_float),
-    Option("docker-backoff-cap", "Cap of the retry delay, in seconds.", 5.0, parse_float),
-    Option(
-        "docker-quarantine-after",
-        "Consecutive daemon failures (5xx, connection) that open a quarantine.",
-        3,
-        parse_int,
-    ),
-    Option("docker-quarantine-seconds", "How long a quarantine lasts.", 30.0, parse_float),
-    Option(
-        "docker-probe-interval", "Seconds between /_ping probes in quarantine.", 2.0, parse_float
-    ),
-    Option(
-        "docker-ready-timeout", "Seconds a container may take to become ready.", 30.0, parse_float
-    ),
-    Option(
-        "docker-host-ports",
-        "Where host ports come from: the worker's port block, or Docker-assigned.",
-        "block",
-        choices=("block", "docker"),
-    ),
-    Option("docker-api-version", "Docker API version to speak ('auto' asks).", "1.41"),
-    Option(
-        "docker-cleanup",
-        "Remove Docker resources of dead runs on this host at session start.",
-        True,
-        parse_bool,
-        flag=True,
-    ),
-)
+__all__ = [
+    "CLIENT_TIMEOUT_S",
+    "PREFIX_RE",
+    "ContainerHandle",
+    "ContainerScope",
+    "DockerService",
+    "DockerSettings",
+    "DockerStatistics",
+    "NetworkHandle",
+    "format_history",
+    "make_client",
+]
 
-PREFIX_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,29}$")
 SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-CLIENT_TIMEOUT_S = 60
-STOP_TIMEOUT_S = 0  # containers of tests are killed, not stopped gracefully
 LOG_TAIL_LINES = 30
-SHARED_POOL_KEY = "http+docker://localhost"  # the one pool every request of a client uses
-
-
-@dataclass(frozen=True)
-class DockerSettings:
-    prefix: str = "harness"
-    policy: RetryPolicy = field(default_factory=RetryPolicy)
-    quarantine_after: int = 3
-    quarantine_seconds: float = 30.0
-    probe_interval: float = 2.0
-    ready_timeout: float = 30.0
-    host_ports: str = "block"
-    api_version: str = "1.41"
-
-    @classmethod
-    def from_config(cls, config: Any = None) -> DockerSettings:
-        prefix = settings.resolve("docker-prefix", config)
-        if not PREFIX_RE.match(str(prefix.value)):
-            raise prefix.error(
-                "is not a usable name prefix",
-                "use 1-30 lower-case letters, digits, '_', '.', '-', starting with a letter or"
-                " digit",
-            )
-        attempts = settings.resolve("docker-attempts", config)
-        if int(attempts.value) < 1:
-            raise attempts.error("is below 1", "allow at least one attempt (default 5)")
-        return cls(
-            prefix=str(prefix.value),
-            policy=RetryPolicy(
-                attempts=int(attempts.value),
-                base=float(settings.value("docker-backoff-base", config)),
-                cap=float(settings.value("docker-backoff-cap", config)),
-            ),
-            quarantine_after=int(settings.value("docker-quarantine-after", config)),
-            quarantine_seconds=float(settings.value("docker-quarantine-seconds", config)),
-            probe_interval=float(settings.value("docker-probe-interval", config)),
-            ready_timeout=float(settings.value("docker-ready-timeout", config)),
-            host_ports=str(settings.value("docker-host-ports", config)),
-            api_version=str(settings.value("docker-api-version", config)),
-        )
 
 
 @dataclass(frozen=True)
@@ -136,161 +72,6 @@ class DockerStatistics:
     quarantines_closed_by_probe: int
     networks_created: int
     volumes_created: int
-
-
-def make_client(
-    base_url: str | None = None, api_version: str = "1.41", timeout: int = CLIENT_TIMEOUT_S
-) -> docker_sdk.DockerClient:
-    """A client for ``base_url``, else for ``DOCKER_HOST`` (read, never written).
-
-    The SDK keeps one connection pool per URL over a unix socket (LRU of ``num_pools``); a small
-    ``num_pools`` bounds the idle connections each worker holds open on both sides.
-    """
-    import docker
-    from docker.utils import kwargs_from_env
-
-    version = None if api_version == "auto" else api_version
-    params: dict[str, Any] = {"base_url": base_url} if base_url else dict(kwargs_from_env())
-    client = docker.DockerClient(version=version, timeout=timeout, **params)
-    # The SDK's unix-socket adapter keeps one connection pool per URL (an LRU of 25 pools, and
-    # docker 7.x ignores num_pools= for unix sockets), so every container id costs an idle
-    # connection on both sides, and a smaller LRU closes pools under other threads. The pool's
-    # URL is never used to connect: route every URL to one shared pool (thread-safe, idle
-    # connections bounded by max_pool_size, one when used from one thread).
-    adapter = getattr(client.api, "_custom_adapter", None)
-    if adapter is not None and hasattr(adapter, "pools") and hasattr(adapter, "socket_path"):
-        get_connection = adapter.get_connection
-
-        def shared_pool(url: str, proxies: Any = None) -> Any:
-            return get_connection(SHARED_POOL_KEY, proxies)
-
-        adapter.get_connection = shared_pool
-    return client
-
-
-def _not_found(exc: BaseException) -> bool:
-    return getattr(exc, "status_code", None) == 404
-
-
-class NetworkHandle:
-    def __init__(self, network: Network, owner: DockerService) -> None:
-        self.network = network
-        self.name = str(network.name)
-        self.id = str(network.id)
-        self._owner = owner
-
-    @property
-    def gateway(self) -> str:
-        """The host's address on this network (reachable from its containers)."""
-        self.network.reload()
-        for config in self.network.attrs.get("IPAM", {}).get("Config") or []:
-            if config.get("Gateway"):
-                return str(config["Gateway"])
-        raise DockerError(f"harness: network {self.name} has no gateway address in its IPAM config")
-
-    def remove(self) -> None:
-        self._owner._remove_network(self)
-
-    def __repr__(self) -> str:
-        return f"NetworkHandle({self.name})"
-
-
-class ContainerHandle:
-    """A started container. ``.container`` is the docker SDK object."""
-
-    def __init__(
-        self,
-        container: Container,
-        owner: DockerService,
-        service: str,
-        index: int,
-        ports: dict[str, int | None],
-        history: tuple[Attempt, ...],
-    ) -> None:
-        self.container = container
-        self.name = str(container.name)
-        self.id = str(container.id)
-        self.service = service
-        self.index = index
-        self.history = history
-        self._ports = ports
-        self._owner = owner
-        self.removed = False
-
-    def host_port(self, container_port: int | str) -> int:
-        """The 127.0.0.1 port on the host that ``container_port`` is published on."""
-        key = _port_key(container_port)
-        if key not in self._ports:
-            raise DockerError(
-                f"harness: container {self.name} does not publish {key}; published:"
-                f" {sorted(self._ports) or 'nothing'}; pass ports=[{container_port!r}] to .run()"
-            )
-        port = self._ports[key]
-        if port is None:
-            self.container.reload()
-            bindings = self.container.attrs["NetworkSettings"]["Ports"].get(key) or []
-            for binding in bindings:
-                if binding.get("HostIp") in (LOOPBACK, "") and binding.get("HostPort"):
-                    port = int(binding["HostPort"])
-                    self._ports[key] = port
-                    break
-            else:
-                raise DockerError(f"harness: Docker assigned no host port to {key} of {self.name}")
-        return port
-
-    def logs(self, tail: int | None = None) -> str:
-        data = self.container.logs(tail=tail if tail is not None else "all")
-        return data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
-
-    def exec(self, cmd: str | list[str], **kwargs: Any) -> tuple[int, str]:
-        result = self.container.exec_run(cmd, **kwargs)
-        output = result.output
-        text = output.decode("utf-8", "replace") if isinstance(output, bytes) else str(output)
-        return int(result.exit_code or 0), text
-
-    def kill(self, signal: str | int = "SIGKILL") -> None:
-        self.container.kill(signal=signal)
-
-    def wait_exit(self, timeout: float) -> int:
-        """Wait until the container exits; its exit code."""
-        try:
-            result = self.container.wait(timeout=timeout)
-        except Exception as exc:
-            if classify(exc) is ErrorClass.CONNECTION:
-                raise DockerError(
-                    f"harness: container {self.name} did not exit within {timeout} s; raise the"
-                    " timeout or .kill() it"
-                ) from exc
-            raise
-        return int(result["StatusCode"])
-
-    def state(self) -> dict[str, Any]:
-        self.container.reload()
-        return dict(self.container.attrs.get("State", {}))
-
-    def reload_status(self) -> str:
-        self.container.reload()
-        return str(self.container.status)
-
-    def ip(self, network: str | NetworkHandle | None = None) -> str:
-        self.container.reload()
-        nets = self.container.attrs["NetworkSettings"]["Networks"]
-        name = network.name if isinstance(network, NetworkHandle) else network
-        for net_name, data in nets.items():
-            if name is None or net_name == name:
-                return str(data["IPAddress"])
-        raise DockerError(f"harness: container {self.name} is not on network {name}")
-
-    def remove(self) -> None:
-        self._owner._remove_container(self)
-
-    def __repr__(self) -> str:
-        return f"ContainerHandle({self.name}, {self.id[:12]})"
-
-
-def _port_key(port: int | str) -> str:
-    text = str(port)
-    return text if "/" in text else f"{text}/tcp"
 
 
 class DockerService:
