@@ -32,7 +32,7 @@ VARIANTS: dict[str, list[str]] = {
     "off": ["--harness-guard=off"],
     "warn": ["--harness-guard=warn"],
     "strict": ["--harness-guard=strict"],
-    "lsof": ["--harness-guard=off", "--lsof"],
+    "lsof": ["--harness-guard=off", "-p", "pytester", "--lsof"],  # --lsof lives in pytester
 }
 
 
@@ -59,7 +59,8 @@ def run_variant(suite: Path, args: list[str], report: Path | None = None) -> tup
     )
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise RuntimeError(f"harness: bench variant {args} failed:\n{proc.stdout[-2000:]}")
+        tail = proc.stdout[-2000:] + proc.stderr[-2000:]
+        raise RuntimeError(f"harness: bench variant {args} failed:\n{tail}")
     return elapsed, proc.stdout
 
 
