@@ -241,7 +241,10 @@ class ResourceGuard:
             if after.fds is not None and before.fds is not None:
                 fds = after.fds - before.fds
             else:  # count mode: everything open now is owned, so nothing is blamed wrongly
-                fds = frozenset(self.prober.list_fds())
+                try:
+                    fds = frozenset(self.prober.list_fds())
+                except OSError:
+                    fds = frozenset()
             held = _Held(
                 fds,
                 after.threads - before.threads,
@@ -473,8 +476,11 @@ class ResourceGuard:
                 return
 
     def _near_limit_message(self, nodeid: str, count: int, level: float) -> str:
-        kinds = snapshot.fd_kinds(self.prober.list_fds())
-        groups = ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+        try:
+            kinds = snapshot.fd_kinds(self.prober.list_fds())
+            groups = ", ".join(f"{k} {n}" for k, n in kinds.most_common())
+        except OSError as exc:
+            groups = f"(fds cannot be listed: {exc.strerror})"
         top = ", ".join(f"{t} (+{n})" for t, n in self.added.most_common(TOP_TESTS))
         return (
             f"harness: {count} fds open after {nodeid}, {int(level * 100)} % of the fd soft limit"

@@ -119,11 +119,15 @@ class Prober:
                 self.count_mode = False
             fds = None
         else:
-            listed = self.list_fds()
-            count = len(listed)
-            fds = frozenset(listed)
-            if count > self.detail_max:
-                self.count_mode = True
+            try:
+                listed = self.list_fds()
+            except OSError:  # EMFILE: listing needs an fd; the count does not
+                count, fds = self.count_fds(), None
+            else:
+                count = len(listed)
+                fds = frozenset(listed)
+                if count > self.detail_max:
+                    self.count_mode = True
         active = threading._active  # type: ignore[attr-defined]
         return Snapshot(
             fds=fds,
