@@ -138,8 +138,22 @@ def merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
     if not old:
         return new
     sections = dict(old.get("sections", {}))
+    kept = [k for k in sections if k not in new["sections"]]
     sections.update(new["sections"])
-    return {"meta": new["meta"], "sections": sections}
+    meta = dict(new["meta"])
+    if kept:
+        old_meta = old.get("meta", {})
+        earlier = [
+            {
+                "date": old_meta.get("date"),
+                "command": old_meta.get("command"),
+                "wall_s": old_meta.get("wall_s"),
+            },
+            *old_meta.get("earlier_runs", []),
+        ]
+        meta["earlier_runs"] = earlier[:5]
+        meta["kept_sections"] = kept
+    return {"meta": meta, "sections": sections}
 
 
 # --- writers -------------------------------------------------------------------------------------
@@ -185,6 +199,15 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "Every ratio is against the section's baseline measured in the same run.",
     ]
+    if meta.get("kept_sections"):
+        lines.append(
+            f"Sections {', '.join(meta['kept_sections'])} come from an earlier run: "
+            + "; ".join(
+                f"`{r.get('command')}` at {r.get('date')} ({r.get('wall_s')} s)"
+                for r in meta.get("earlier_runs", [])
+            )
+            + "."
+        )
     for key, sec in _ordered(results):
         unit = sec.get("unit", "ms")
         lines += ["", f"## {sec.get('title', key)}", ""]
@@ -239,8 +262,9 @@ def write_chart(section: dict[str, Any], path: Path) -> Path | None:
         ax.annotate(
             label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom"
         )
+    ax.set_ylim(0, max(walls) * 1.15)
     ax.set_ylabel("wall time (s)")
-    ax.set_title(section.get("title", "tiers"))
+    ax.set_title(f"{section.get('title', 'tiers')}: wall time, speedup vs {rows[0]['name']}")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

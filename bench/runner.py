@@ -211,6 +211,15 @@ def section_guard(plan: Plan, echo: Echo) -> dict[str, Any]:
         rows.append(row)
     baseline = "pytest --lsof" if "lsof" in data["wall_s"] else "guard off"
     report.add_ratios(rows, baseline)
+    noisy = [k for k, v in data["overhead_us_per_test"].items() if v < 0]
+    extra_notes = (
+        [
+            f"Negative overhead ({', '.join(noisy)}): the run-to-run noise of this machine was"
+            " larger than the guard's cost; rerun on a quiet machine for the per-test figure."
+        ]
+        if noisy
+        else []
+    )
     return {
         "title": f"Guard overhead ({plan.guard_tests} trivial tests)",
         "unit": "s",
@@ -223,6 +232,7 @@ def section_guard(plan: Plan, echo: Echo) -> dict[str, Any]:
             " the machine is shared, so the best run is the least disturbed), one fresh pytest"
             " process each. --lsof comes from pytest's pytester plugin, so that variant"
             " loads it (-p pytester).",
+            *extra_notes,
         ],
     }
 

@@ -99,6 +99,9 @@ def test_merge_keeps_sections_not_rerun() -> None:
     merged = report.merge(old, new)
     assert set(merged["sections"]) == {"tiers", "broker", "guard"}
     assert merged["meta"]["date"] == "later"
+    assert merged["meta"]["kept_sections"] == ["tiers", "broker"]
+    assert merged["meta"]["earlier_runs"][0]["command"] == "python -m bench --quick"
+    assert "come from an earlier run: `python -m bench --quick`" in report.render_markdown(merged)
 
 
 @pytest.mark.mosquitto
