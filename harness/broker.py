@@ -187,6 +187,8 @@ class Broker:
         self.probe_interval = float(cfg.probe_interval.value)
         self.health_topic = namespace.topic("_harness/health")
         self.restart_count = 0
+        self._asked = 0  # restarts the tests asked for (restart(), or after kill()): not crashes
+        self._killed_on_purpose = False
         self._starts = 0
         self._probes = 0
         self._checks = 0
@@ -222,6 +224,12 @@ class Broker:
     def tls(self) -> TlsFiles | None:
         """CA, server certificate and key of the TLS listener, else None."""
         return getattr(self._backend, "tls", None)
+
+    @property
+    def pid(self) -> int | None:
+        """The broker process's pid (mosquitto, embedded backends), else None."""
+        proc = getattr(self._backend, "proc", None)
+        return None if proc is None else int(proc.pid)
 
     @property
     def log(self) -> str:
@@ -357,10 +365,15 @@ class Broker:
                 problem = f"it failed the MQTT probe ({exc!r})"
         if problem is None:
             return
-        if self.restart_count >= self.restart_budget:
+        if self._killed_on_purpose:
+            self._killed_on_purpose = False
+            self._asked += 1
+            self._restart(f"the test killed it ({problem})")
+            return
+        if self.restart_count - self._asked >= self.restart_budget:
             self._failure = BrokerUnhealthy(
                 f"harness: the {self.backend} broker on {self.host}:{self.port} is down ({problem})"
-                f" and the restart budget is used up ({self.restart_count} of"
+                f" and the restart budget is used up ({self.restart_count - self._asked} of"
                 f" {self.restart_budget}, {self.cfg.restart_budget.describe()}); see the broker"
                 f" log {self.log}; find why it dies, or raise --harness-broker-restart-budget.\n"
                 f"{self._backend.log_tail(LOG_TAIL_LINES)}"
@@ -381,10 +394,15 @@ class Broker:
         """Stop and start again on the same port (counts in ``restart_count``)."""
         if self._failure is not None:
             raise self._failure
+        self._asked += 1
         self._restart("restart() was called")
 
     def kill(self) -> None:
-        """Simulate a crash: SIGKILL the broker process / kill the container; no restart."""
+        """Simulate a crash: SIGKILL the broker process / kill the container; no restart.
+
+        The supervisor restarts it at the next ``ensure_alive()`` (the next test, or a call);
+        restarts the tests asked for never use up the crash budget."""
+        self._killed_on_purpose = True
         self._backend.kill()
 
     def stop(self, keep_logs: bool | None = None) -> None:

@@ -18,6 +18,9 @@ from harness.errors import HarnessError
 from harness.mqtt import PUBLISH_TIMEOUT, ClientPool, HarnessClient
 from harness.topics import TopicNamespace
 
+SYNC_FIRST = 0.02  # seconds before the first marker is published again
+SYNC_MAX = 0.5  # cap of the marker backoff
+
 
 @dataclass(frozen=True)
 class Message:
@@ -60,14 +63,54 @@ class Monitor:
         self._pool = pool
         self._cond = threading.Condition()
         self._filter = namespace.filter("#")
+        self.reconnects = 0
+        self._sync_prefix = namespace.topic("_harness/sync") + "/"
+        self._synced: set[str] = set()
         client.on_message = self._on_message
+        client.on_connect = self._on_connect
         client.subscribe_and_wait(self._filter, qos=1)
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        """Only reconnects land here (the first CONNACK came before the monitor was built):
+        after a broker restart the new broker knows no subscriptions, so subscribe again."""
+        if not getattr(rc, "is_failure", False):
+            self.reconnects += 1
+            client.subscribe(self._filter, qos=1)
+
+    def wait_subscribed(self, timeout: float = 10.0) -> None:
+        """Wait until the subscription provably works (e.g. after the broker was restarted).
+
+        Publishes a marker under the namespace on the monitor's own connection and waits until
+        it comes back through the subscription, publishing again with backoff while the client
+        reconnects and re-subscribes. Markers are not recorded in ``messages``."""
+        deadline = time.monotonic() + timeout
+        pause = SYNC_FIRST
+        attempt = 0
+        while True:
+            attempt += 1
+            marker = f"{self._sync_prefix}{time.monotonic_ns()}-{attempt}"
+            if self._client.is_connected():
+                self._client.publish(marker, b"", qos=1)
+            with self._cond:
+                wait = min(pause, max(0.0, deadline - time.monotonic()))
+                if self._cond.wait_for(lambda m=marker: m in self._synced, wait):  # type: ignore[misc]
+                    return
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"harness: the monitor of {self.namespace.prefix!r} did not get its own"
+                    f" marker back within {timeout:g} s ({attempt} tries); is the broker back?"
+                )
+            pause = min(pause * 2, SYNC_MAX)
 
     def _on_message(self, client: Any, userdata: Any, msg: paho.MQTTMessage) -> None:
         topic = msg.topic
         with self._cond:
             if not self.namespace.owns(topic):
                 self.foreign.append(topic)
+                return
+            if topic.startswith(self._sync_prefix):
+                self._synced.add(topic)
+                self._cond.notify_all()
                 return
             self.messages.append(
                 Message(

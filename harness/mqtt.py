@@ -25,6 +25,8 @@ DISCONNECT_TIMEOUT = 2.0  # seconds the network thread gets to finish after DISC
 KEEPALIVE = 30
 POOL_SIZE = 2  # idle helper publishers kept per worker
 MAX_CLIENT_ID = 23
+RECONNECT_MIN = 0.05  # seconds before the first reconnect attempt after a lost connection
+RECONNECT_MAX = 1  # cap of paho's reconnect backoff
 
 
 def make_client_id(run_id: str, worker_id: str, test: str, counter: int) -> str:
@@ -56,6 +58,8 @@ class HarnessClient(paho.Client):
     def __init__(self, client_id: str, **kwargs: Any) -> None:
         kwargs.setdefault("protocol", MQTTProtocolVersion.MQTTv311)
         super().__init__(CallbackAPIVersion.VERSION2, client_id=client_id, **kwargs)
+        # after a broker restart the network thread reconnects within about a second, not 2 min
+        self.reconnect_delay_set(RECONNECT_MIN, RECONNECT_MAX)  # type: ignore[arg-type]
         self._acks: dict[int, threading.Event] = {}
         self._connected = threading.Event()
         self._connect_rc: Any = None

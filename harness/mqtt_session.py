@@ -99,10 +99,17 @@ class MqttSession:
         return ClientFactory(broker.host, broker.port, self.ids(), nodeid, tls)
 
     def monitor(self, broker: Broker, namespace: TopicNamespace, nodeid: str) -> Monitor:
+        return self.monitor_at(broker.host, broker.port, namespace, nodeid, self.pool(broker))
+
+    def monitor_at(
+        self, host: str, port: int, namespace: TopicNamespace, nodeid: str, pool: ClientPool
+    ) -> Monitor:
+        """A monitor on any broker (the worker's, or one a test runs itself, e.g. in a
+        container); ``pool`` supplies its helper publishers."""
         client = HarnessClient(self.ids().next(nodeid))
         try:
-            client.connect_and_wait(broker.host, broker.port)
-            return Monitor(namespace, client, self.pool(broker))
+            client.connect_and_wait(host, port)
+            return Monitor(namespace, client, pool)
         except BaseException:
             client.close()
             raise

@@ -4,7 +4,7 @@ concept (worker, ports, topics, ...); this file wires them to pytest.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from harness.broker import Broker
 from harness.errors import ConfigError, HarnessError, HarnessWarning
 from harness.gpio import FakeGPIO, installed
 from harness.monitor import Monitor
+from harness.mqtt import ClientPool
 from harness.ports import PortBlock
 from harness.runtime import RUNTIME_KEY, Runtime, get_runtime, state_dir
 from harness.topics import TopicNamespace, node_token
@@ -187,6 +188,40 @@ def mqtt_monitor(
     monitor = session.monitor(mqtt_broker, test_topics, request.node.nodeid)
     yield monitor
     monitor.close()
+
+
+@pytest.fixture
+def mqtt_monitor_factory(
+    test_topics: TopicNamespace, request: pytest.FixtureRequest
+) -> Iterator[Callable[..., Monitor]]:
+    """``factory(host, port, namespace=test_topics)`` -> a monitor on another broker (one the
+    test runs itself, e.g. in a container); re-subscribes after reconnects; closed at the end."""
+    session = mqtt_session.get_session(request.config)
+    made: list[tuple[Monitor, ClientPool]] = []
+
+    def factory(host: str, port: int, namespace: TopicNamespace | None = None) -> Monitor:
+        pool = ClientPool(host, port, session.ids())
+        try:
+            monitor = session.monitor_at(
+                host, port, namespace or test_topics, request.node.nodeid, pool
+            )
+        except BaseException:
+            pool.close()
+            raise
+        made.append((monitor, pool))
+        return monitor
+
+    yield factory
+    errors: list[BaseException] = []
+    for monitor, pool in made:
+        try:
+            monitor.close()
+        except BaseException as exc:  # close every monitor, then report the first problem
+            errors.append(exc)
+        finally:
+            pool.close()
+    if errors:
+        raise errors[0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -273,13 +273,18 @@ def test_unavailable_broker_skips_or_fails_when_required(pytester: pytest.Pytest
 
 
 SUPERVISION_SUITE = """
-import time
+import os, signal
 PORTS = []
+
+def crash(broker):  # a real crash: SIGKILL from outside, not broker.kill()
+    pid = broker.pid
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
 
 def test_1_kill(mqtt_broker):
     PORTS.append(mqtt_broker.port)
     assert mqtt_broker.restart_count == 0
-    mqtt_broker.kill()
+    crash(mqtt_broker)
 
 def test_2_restarted_on_same_port(mqtt_broker, mqtt_monitor):
     assert mqtt_broker.restart_count == 1
@@ -288,7 +293,7 @@ def test_2_restarted_on_same_port(mqtt_broker, mqtt_monitor):
     assert mqtt_monitor.wait_for("after/#")[0].payload == b"1"
 
 def test_3_kill_again(mqtt_broker):
-    mqtt_broker.kill()
+    crash(mqtt_broker)
 
 def test_4_dead(mqtt_broker): pass
 def test_5_dead(mqtt_monitor): pass
@@ -316,6 +321,34 @@ def test_sigkill_restarts_then_budget_fails_fast(pytester: pytest.Pytester) -> N
     }
     for name in ("test_4_dead", "test_5_dead", "test_6_dead"):
         assert times[name] < 1.0, (name, times)
+
+
+@needs_mosquitto
+def test_kill_on_purpose_spares_the_budget_and_the_monitor_resubscribes(
+    identity: WorkerIdentity, spare_port: int, test_topics: TopicNamespace
+) -> None:
+    broker = create_broker(
+        _cfg(broker="mosquitto", broker_restart_budget="0"), identity, spare_port, test_topics
+    )
+    broker.start()
+    ids = ClientIds("t", "master")
+    pool = ClientPool(broker.host, broker.port, ids)
+    client = HarnessClient(ids.next("mon"))
+    client.connect_and_wait(broker.host, broker.port)
+    monitor = Monitor(test_topics, client, pool)
+    try:
+        broker.kill()  # a test's own kill: restarted, and no crash budget (0 here) is used
+        broker.ensure_alive()
+        assert broker.restart_count == 1
+        assert broker.statistics().healthy
+        monitor.wait_subscribed(10)
+        assert monitor.reconnects == 1
+        monitor.publish("after/kill", b"2")
+        assert monitor.wait_for("after/+", timeout=5)[0].payload == b"2"
+    finally:
+        monitor.close()
+        pool.close()
+        broker.stop()
 
 
 @needs_mosquitto

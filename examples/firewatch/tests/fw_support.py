@@ -437,14 +437,10 @@ def site_broker(
 
 
 @pytest.fixture
-def site_monitor(site_broker: SiteBroker, test_topics: TopicNamespace) -> Iterator[Any]:
+def site_monitor(site_broker: SiteBroker, mqtt_monitor_factory: Any) -> Any:
     """Like ``mqtt_monitor``, on the site broker (re-subscribes after a broker restart)."""
-    from fw_monitor import ReconnectingMonitor
-
     site_broker.ensure_alive()
-    monitor = ReconnectingMonitor(site_broker, test_topics)
-    yield monitor
-    monitor.close()
+    return mqtt_monitor_factory(site_broker.host, site_broker.port)
 
 
 class ContainerServices:

@@ -119,6 +119,7 @@ def test_site_broker_killed_mid_test(
         fw_containers.wait_online(name)
     site_broker.kill()
     site_broker.ensure_alive()
+    site_monitor.wait_subscribed()  # the restarted broker forgot every subscription
     for name in ("consensus", "pump", "camera-b1"):
         body = fw_containers.wait_online(name, lambda b: b["connects"] >= 2)
         assert body["connects"] >= 2

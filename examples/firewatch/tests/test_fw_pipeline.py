@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fw_monitor import ReconnectingMonitor
 from fw_support import Services
 
 SERVICES = [
@@ -53,16 +52,13 @@ def test_pipeline_survives_broker_kill(
     start_all(services)
     mqtt_broker.kill()
     mqtt_broker.ensure_alive()  # what supervision does before the next test, done now
-    watcher = ReconnectingMonitor(mqtt_broker, mqtt_monitor.namespace)  # re-subscribes on reconnect
-    try:
-        for name in NAMES:
-            watcher.wait_for(
-                f"system/{name}/health", predicate=lambda m: m.json().get("connects", 0) >= 2
-            )
-        detect_both(watcher)
-        assert watcher.wait_for("trigger/fire")[0].json()["cameras"] == ["north", "south"]
-        watcher.wait_for("pump/state", predicate=lambda m: m.json()["state"] == "running")
-    finally:
-        watcher.close()
+    mqtt_monitor.wait_subscribed()  # the monitor re-subscribed on the restarted broker
+    for name in NAMES:
+        mqtt_monitor.wait_for(
+            f"system/{name}/health", predicate=lambda m: m.json().get("connects", 0) >= 2
+        )
+    detect_both(mqtt_monitor)
+    assert mqtt_monitor.wait_for("trigger/fire")[0].json()["cameras"] == ["north", "south"]
+    mqtt_monitor.wait_for("pump/state", predicate=lambda m: m.json()["state"] == "running")
     assert all(proc.alive for proc in services.processes)
     assert all("lost broker connection; reconnecting" in p.log() for p in services.processes)

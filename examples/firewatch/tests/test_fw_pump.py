@@ -206,25 +206,20 @@ def test_pump_safety_stop_works_while_broker_is_down(
 ) -> None:
     """The broker dies mid-run: the max-runtime stop still happens, and after the restart the
     pump reconnects and reports the stop."""
-    from fw_monitor import ReconnectingMonitor
-
     pump = start_pump(MAX_RUNTIME="0.5")
     fire(mqtt_monitor)
     state(mqtt_monitor, "running")
     mqtt_broker.kill()
     mqtt_broker.ensure_alive()
-    watcher = ReconnectingMonitor(mqtt_broker, mqtt_monitor.namespace)
-    try:
-        body = watcher.wait_for(
-            "system/pump/health", predicate=lambda m: m.json().get("connects", 0) >= 2
-        )[-1].json()
-        assert body["status"] == "online"
-        stopped = watcher.wait_for(
-            "pump/state", predicate=lambda m: m.json()["reason"] == "max_runtime"
-        )
-        assert stopped[-1].json()["pump"] == 0
-    finally:
-        watcher.close()
+    mqtt_monitor.wait_subscribed()
+    body = mqtt_monitor.wait_for(
+        "system/pump/health", predicate=lambda m: m.json().get("connects", 0) >= 2
+    )[-1].json()
+    assert body["status"] == "online"
+    stopped = mqtt_monitor.wait_for(
+        "pump/state", predicate=lambda m: m.json()["reason"] == "max_runtime"
+    )
+    assert stopped[-1].json()["pump"] == 0
     assert fake_gpio.input(PUMP) == 0
     assert pump.service.connects >= 2
 
