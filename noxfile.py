@@ -18,8 +18,10 @@ PY = sys.executable
 SUITE = "examples/firewatch/tests"
 
 
-def _preflight(session: nox.Session, workers: str) -> None:
-    session.run(PY, "-m", "harness.preflight", "--workers", workers, "--quiet")
+def _preflight(session: nox.Session, tier: str) -> None:
+    from harness.tiers import workers_for
+
+    session.run(PY, "-m", "harness.preflight", "--workers", str(workers_for(tier)))
 
 
 def _tier(session: nox.Session, tier: str) -> None:

@@ -103,6 +103,7 @@ class TierResult:
     run_id: str
     speedup: float | None = None
     findings: tuple[str, ...] = field(default_factory=tuple)
+    validation: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -126,14 +127,17 @@ def _junit_counts(path: Path) -> tuple[int, int, int, int]:
 Validator = Callable[[str, Path], list[str]]
 
 
-def default_validators() -> list[Validator]:
-    """Checks run after each tier: service logs, orphans, cross-talk (see harness.validation)."""
-    try:
-        from harness import validation
-    except ImportError:  # pragma: no cover - validation ships with harness
-        return []
-    found = getattr(validation, "tier_validators", None)
-    return list(found()) if callable(found) else []
+def validate(
+    run_id: str, log_dir: Path, echo: Callable[[str], None]
+) -> tuple[list[str], dict[str, int]]:
+    """The default check after a tier (harness.validation): service logs ("Failed to publish
+    health", tracebacks, ERROR lines), the run's orphaned Docker resources, cross-namespace
+    messages seen by the canaries. Prints the summary; returns (problems, figures)."""
+    from harness.validation import validate_tier
+
+    report = validate_tier(log_dir, run_id)
+    echo("harness: " + report.summary())
+    return list(report.problems), report.figures()
 
 
 def _lock_path() -> Path:
@@ -170,6 +174,7 @@ def run_tier(
         "--max-worker-restart",
         str(MAX_WORKER_RESTART),
         f"--junitxml={junit}",
+        "--harness-require-broker",
         "-p",
         "no:cacheprovider",
         *pytest_args,
@@ -191,8 +196,12 @@ def run_tier(
         lock.release()
     tests, failures, errors, skipped = _junit_counts(junit)
     findings: list[str] = []
-    for check in default_validators() if validators is None else validators:
-        findings.extend(check(run_id, log_dir / "logs"))
+    figures: dict[str, int] = {}
+    if validators is None:
+        findings, figures = validate(run_id, log_dir / "logs", echo)
+    else:
+        for check in validators:
+            findings.extend(check(run_id, log_dir / "logs"))
     if proc.returncode == NO_TESTS:
         findings.append(f"harness: tier {tier} collected no tests from {suite}; check the path")
     result = TierResult(
@@ -207,6 +216,7 @@ def run_tier(
         exit_code=proc.returncode,
         run_id=run_id,
         findings=tuple(findings),
+        validation=figures,
     )
     verdict = "passed" if result.ok else "FAILED"
     echo(
@@ -230,7 +240,16 @@ def with_speedups(results: Sequence[TierResult]) -> list[TierResult]:
 
 
 def render_table(results: Sequence[TierResult]) -> str:
-    head = ("tier", "workers", "tests", "passed", "failed", "wall s", "speedup vs tier 1")
+    head = (
+        "tier",
+        "workers",
+        "tests",
+        "passed",
+        "failed",
+        "wall s",
+        "speedup vs tier 1",
+        "health-fail/orphans/x-talk",
+    )
     rows = [
         (
             r.tier,
@@ -240,6 +259,12 @@ def render_table(results: Sequence[TierResult]) -> str:
             str(r.failed),
             f"{r.wall_s:.1f}",
             "-" if r.speedup is None else f"{r.speedup:.2f}x",
+            "-"
+            if not r.validation
+            else "/".join(
+                str(r.validation.get(k, 0))
+                for k in ("health_publish_failures", "orphans", "cross_namespace")
+            ),
         )
         for r in results
     ]

@@ -134,8 +134,8 @@ class OrphanReport:
         return (
             f"run {self.run_id}: {self.count} orphaned Docker resource(s): containers"
             f" {list(self.containers)}, networks {list(self.networks)}, volumes"
-            f" {list(self.volumes)}; remove them with `python -m harness prune` and find the"
-            " test that did not clean up (label dev.harness.nodeid)"
+            f" {list(self.volumes)}; remove them with `invoke prune --run {self.run_id}` and"
+            " find the test that did not clean up (label dev.harness.nodeid)"
         )
 
 
@@ -340,6 +340,17 @@ class TierValidation:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def figures(self) -> dict[str, int]:
+        """The counts a tier table reports (each expected 0 but log files and canaries)."""
+        return {
+            "log_files": self.log_files,
+            "log_findings": len(self.log_findings),
+            "health_publish_failures": sum(f.kind == "health-publish" for f in self.log_findings),
+            "orphans": self.orphans.count if self.orphans else 0,
+            "cross_namespace": len(self.crosstalk.findings),
+            "canaries": self.crosstalk.canaries,
+        }
 
     def summary(self) -> str:
         lines = [
