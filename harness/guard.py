@@ -432,6 +432,9 @@ class ResourceGuard:
             with warnings.catch_warnings(record=True) as records:
                 warnings.simplefilter("always", ResourceWarning)
                 gc.collect()
+            # survivors were reachable after a full collection: freeze them, so the next module's
+            # collection scans only what that module made (refcounting still frees them)
+            gc.freeze()
         finally:
             sys.unraisablehook = prev
         caught.extend(
