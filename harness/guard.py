@@ -38,6 +38,7 @@ from harness.errors import HarnessWarning, ResourceLeakError
 from harness.runtime import get_runtime
 from harness.settings import Option, parse_bool, parse_float, parse_int
 from harness.snapshot import Delta, Prober, Snapshot
+from harness.worker import short_run_id
 
 MODES = ("off", "warn", "strict")
 GRACE_MAX_S = 0.1  # the longest the guard waits for a resource to go away before blaming
@@ -46,7 +47,7 @@ NEAR_LIMIT_LEVELS = (0.80, 0.95)
 TOP_TESTS = 5
 PYTEST_TMP_RE = re.compile(r"^pytest-of-")
 # a nested harness run's own guard dir: it removes it itself; a killed one's is a leftover
-NESTED_GUARD_RE = re.compile(r"^harness-[^-]+-(master|gw\d+)-")
+NESTED_GUARD_RE = re.compile(r"^harness-.+-(master|gw\d+)-[a-z0-9_]{8}$")
 # known process-wide caches that are not leaks
 DEFAULT_ALLOW = (r"^file .*/mpl-data/fonts/",)
 
@@ -189,7 +190,7 @@ class ResourceGuard:
         factory = getattr(self.config, "_tmp_path_factory", None)
         if factory is not None:
             factory.getbasetemp()  # pytest's own basetemp stays where it would have been
-        run8 = get_runtime(self.config).run_id[:8]
+        run8 = short_run_id(get_runtime(self.config).run_id)
         self._tmpdir = tempfile.mkdtemp(prefix=f"harness-{run8}-{self.worker}-")
         self._saved_tmp = (os.environ.get("TMPDIR"), tempfile.tempdir)
         os.environ["TMPDIR"] = self._tmpdir
