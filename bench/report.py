@@ -315,6 +315,8 @@ def _headline(key: str, sec: dict[str, Any]) -> list[str]:
         if row["name"] == base or row.get("ratio") is None:
             continue
         versus = f"{row['ratio']:.2f}x speedup vs" if key == "tiers" else f"{row['ratio']:.2f}x"
+        if row.get("failed"):
+            versus = f"({row['failed']} test(s) failed) {versus}"
         out.append(
             f"| {sec.get('title', key)} | {row['name']} | {_fmt(row.get('median'))} {unit} |"
             f" {versus} {base} |"

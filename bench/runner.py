@@ -435,7 +435,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--readme", default=str(REPO / "README.md"), help="README to update ('' to skip)"
     )
+    parser.add_argument(
+        "--render",
+        action="store_true",
+        help="measure nothing: rewrite results.md, the chart and README from results.json",
+    )
     args = parser.parse_args(argv)
+    if args.render:
+        path = Path(args.out) / "results.json"
+        if not path.exists():
+            raise SystemExit(f"harness: {path} does not exist; run `python -m bench` first")
+        results = json.loads(path.read_text())
+        for kind, written in report.write_all(results, Path(args.out)).items():
+            _echo(f"wrote {kind}: {written}")
+        if args.readme and report.update_readme(results, Path(args.readme)):
+            _echo(f"updated the Performance section of {args.readme}")
+        return 0
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     argv_text = " ".join(sys.argv[1:] if argv is None else argv)
     results = run(

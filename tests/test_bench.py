@@ -126,3 +126,20 @@ def test_bench_fixtures_quick_end_to_end(tmp_path: Path) -> None:
     assert "fixtures" not in data.get("meta", {}).get("failed_sections", [])
     assert "mqtt_client + mqtt_monitor" in (tmp_path / "results.md").read_text()
     assert "mqtt_client + mqtt_monitor" in readme.read_text()
+
+
+def test_render_rewrites_outputs_from_results_json(tmp_path: Path) -> None:
+    from bench import runner
+
+    results = synthetic()
+    results["sections"]["tiers"]["rows"][1]["failed"] = 1
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{report.PERF_BEGIN}\nold\n{report.PERF_END}\n\n## Tail\n")
+    assert runner.main(["--render", "--out", str(tmp_path), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("## Tail\n")
+    assert "| -n 2 | 20.00 s | (1 test(s) failed) 2.00x speedup vs -n 1 |" in text
+    assert (tmp_path / "results.md").exists() and (tmp_path / "tiers.png").exists()
+    with pytest.raises(SystemExit, match=r"harness: .* does not exist"):
+        runner.main(["--render", "--out", str(tmp_path / "none"), "--readme", ""])
