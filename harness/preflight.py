@@ -244,9 +244,10 @@ def check_ports(workers: int, base: int, size: int, state_dir: str) -> Check:
     return Check("ports", PASS, f"slots {slots}: {ranges} free", code=EXIT_PORTS)
 
 
-def check_ephemeral(workers: int, base: int, size: int) -> Check:
+def check_ephemeral(workers: int, base: int, size: int, state_dir: str | None = None) -> Check:
     low, high = ports.ephemeral_range()
-    top = base + workers * size - 1
+    slots = _free_slots(state_dir, base, size, workers) if state_dir else None
+    top = base + ((max(slots) + 1) if slots else workers) * size - 1
     detail = f"blocks {base}-{top}, ephemeral range {low}-{high}"
     if base <= high and top >= low:
         return Check(
@@ -305,7 +306,7 @@ def run_preflight(
         check_docker(docker),
         check_broker(broker),
         check_ports(workers, port_base, block_size, state_dir),
-        check_ephemeral(workers, port_base, block_size),
+        check_ephemeral(workers, port_base, block_size, state_dir),
         check_tmp(),
         check_packages(),
     )
