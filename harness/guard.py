@@ -74,6 +74,40 @@ settings.register(
 )
 
 
+@dataclass(frozen=True)
+class Owner:
+    """What a registered session-long owner holds, asked for at each check."""
+
+    fds: Callable[[], Iterable[int]] | None = None
+    threads: Callable[[], Iterable[int]] | None = None
+    children: Callable[[], Iterable[int]] | None = None
+
+
+def _ask(fn: Callable[[], Iterable[int]] | None) -> list[int]:
+    """What an owner holds now; an owner that cannot answer owns nothing."""
+    if fn is None:
+        return []
+    try:
+        return [int(x) for x in fn()]
+    except Exception:
+        return []
+
+
+def register_owner(
+    config: pytest.Config,
+    name: str,
+    fds: Callable[[], Iterable[int]] | None = None,
+    *,
+    threads: Callable[[], Iterable[int]] | None = None,
+    children: Callable[[], Iterable[int]] | None = None,
+) -> None:
+    """Public: tell this process's guard (if on) that ``name`` owns these resources for the
+    session, e.g. a session fixture's client that reconnects during a test."""
+    guard = config.pluginmanager.get_plugin("harness-guard")
+    if isinstance(guard, ResourceGuard):
+        guard.register_owner(name, fds, threads=threads, children=children)
+
+
 class ResourceGuardWarning(HarnessWarning):
     """A test left a resource behind (fd, thread, child process, temp file) or fds run short."""
 
@@ -180,7 +214,7 @@ class ResourceGuard:
         self._tmp_before: frozenset[str] = frozenset()  # the guard TMPDIR when the last test ended
         self._tmp_now: frozenset[str] = frozenset()
         self._warned_levels: set[float] = set()
-        self.owners: dict[str, Callable[[], Iterable[int]]] = {}
+        self.owners: dict[str, Owner] = {}
         self._tmpdir: str | None = None
         self._saved_tmp: tuple[str | None, str | None] = (None, None)
 
@@ -352,25 +386,37 @@ class ResourceGuard:
             self._warn(item, finding.message(self.worker))
         self._near_limit(item, after)
 
-    def register_owner(self, name: str, fds: Callable[[], Iterable[int]]) -> None:
-        """``fds()`` names fds a session-long owner holds (a pooled client, a lock file): they
-        are never a test's leak, even when the owner opens them lazily during a test."""
-        self.owners[name] = fds
+    def register_owner(
+        self,
+        name: str,
+        fds: Callable[[], Iterable[int]] | None = None,
+        *,
+        threads: Callable[[], Iterable[int]] | None = None,
+        children: Callable[[], Iterable[int]] | None = None,
+    ) -> None:
+        """A session-long owner (a pooled client, a lock file, a supervised broker that may be
+        restarted mid-test) names what it holds now: fd numbers, thread idents, child pids.
+        Those are never a test's leak, even when the owner (re)opens them during a test."""
+        self.owners[name] = Owner(fds, threads, children)
 
-    def _owned_fds(self) -> frozenset[str]:
-        owned: set[str] = set()
-        for fn in list(self.owners.values()):
-            try:
-                owned.update(str(fd) for fd in fn())
-            except Exception:  # an owner that cannot answer owns nothing
-                continue
-        return frozenset(owned)
+    def _owned(self) -> tuple[frozenset[str], frozenset[int], frozenset[int]]:
+        fds: set[str] = set()
+        threads: set[int] = set()
+        children: set[int] = set()
+        for owner in list(self.owners.values()):
+            fds.update(str(fd) for fd in _ask(owner.fds))
+            threads.update(_ask(owner.threads))
+            children.update(_ask(owner.children))
+        return frozenset(fds), frozenset(threads), frozenset(children)
 
     def _delta(self, after: Snapshot, before: Snapshot) -> Delta:
         u = self._union
         delta = snapshot.diff(after, before, u.fds, u.threads, u.children)
-        if delta.fds and self.owners:
-            delta = snapshot.diff(after, before, u.fds | self._owned_fds(), u.threads, u.children)
+        if delta and self.owners:
+            fds, threads, children = self._owned()
+            delta = snapshot.diff(
+                after, before, u.fds | fds, u.threads | threads, u.children | children
+            )
         return delta
 
     def _tmp_new(self) -> frozenset[str]:
@@ -606,5 +652,16 @@ def _register_harness_owners(config: pytest.Config, guard: ResourceGuard) -> Non
         client = getattr(service, "_client", None)
         return snapshot.http_pool_fds(client) if client is not None else []
 
+    def mqtt_session() -> Any:
+        module = sys.modules.get("harness.mqtt_session")
+        name = getattr(module, "PLUGIN_NAME", None)
+        return config.pluginmanager.get_plugin(name) if name else None
+
     guard.register_owner("harness slot lock", slot_lock)
     guard.register_owner("harness docker client", docker_pool)
+    guard.register_owner(
+        "harness mqtt broker and pool",
+        lambda: mqtt_session().owned_fds() if mqtt_session() else [],
+        threads=lambda: mqtt_session().owned_threads() if mqtt_session() else [],
+        children=lambda: mqtt_session().owned_children() if mqtt_session() else [],
+    )

@@ -190,6 +190,20 @@ class HarnessClient(paho.Client):
         self._reset_sockets()  # the MQTT socket and paho's internal wake-up socket pair
 
 
+def client_fds(client: paho.Client) -> list[int]:
+    """The fds a paho client holds: its MQTT socket and its internal wake-up socket pair."""
+    fds = []
+    for name in ("_sock", "_sockpairR", "_sockpairW"):
+        sock = getattr(client, name, None)
+        fileno = getattr(sock, "fileno", None)
+        if fileno is not None:
+            try:
+                fds.append(int(fileno()))
+            except OSError:
+                continue
+    return [fd for fd in fds if fd >= 0]
+
+
 class ClientFactory:
     """Makes connected clients for one test and tears them all down at its end."""
 

@@ -13,7 +13,7 @@ from harness import settings
 from harness.broker import Broker, BrokerConfig, create_broker
 from harness.errors import BrokerStartError, BrokerUnavailable, ConfigError
 from harness.monitor import Monitor
-from harness.mqtt import ClientFactory, ClientIds, ClientPool, HarnessClient
+from harness.mqtt import ClientFactory, ClientIds, ClientPool, HarnessClient, client_fds
 from harness.runtime import get_runtime
 from harness.topics import TopicNamespace
 
@@ -77,6 +77,35 @@ class MqttSession:
         if self.require():
             pytest.fail(f"{reason} (--harness-require-broker is set, so this fails)", False)
         pytest.skip(f"{reason} (or set --harness-require-broker to fail instead)")
+
+    # what the session owns, for the resource guard: a broker restarted during a test (and the
+    # helper pool reconnected after it) is the session's, not that test's leak
+    def _pool_clients(self) -> list[HarnessClient]:
+        pool = self._pool
+        return list(getattr(pool, "_idle", [])) if pool is not None else []
+
+    def owned_fds(self) -> list[int]:
+        fds: list[int] = []
+        backend = getattr(self._broker, "_backend", None)
+        sentinel = getattr(backend, "sentinel", None)
+        sock = getattr(sentinel, "sock", None)
+        if sock is not None:
+            fds.append(sock.fileno())
+        for client in self._pool_clients():
+            fds.extend(client_fds(client))
+        return [fd for fd in fds if fd >= 0]
+
+    def owned_threads(self) -> list[int]:
+        idents = []
+        for client in self._pool_clients():
+            thread = getattr(client, "_thread", None)
+            if thread is not None and thread.ident is not None:
+                idents.append(thread.ident)
+        return idents
+
+    def owned_children(self) -> list[int]:
+        pid = self._broker.pid if self._broker is not None else None
+        return [pid] if pid is not None else []
 
     def ids(self) -> ClientIds:
         if self._ids is None:

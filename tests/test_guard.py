@@ -380,3 +380,51 @@ def test_controller_raises_fd_limit_for_workers(
         assert "harness: fd soft limit raised 1024 -> 4096 (target 4096, hard 8192)" in proc.stdout
     else:
         assert "harness: fd limit left at 1024 (hard 8192; fd-limit 0)" in proc.stdout
+
+
+RESTARTING_OWNER = """
+import subprocess, sys, pytest
+from harness.guard import register_owner
+
+class Supervised:  # a session-long child that a test may restart (like a broker)
+    def __init__(self):
+        self.proc = self._spawn()
+    def _spawn(self):
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    def restart(self):
+        self.proc.kill(); self.proc.wait()
+        self.proc = self._spawn()
+    def stop(self):
+        self.proc.kill(); self.proc.wait()
+
+@pytest.fixture(scope="session")
+def supervised(pytestconfig):
+    s = Supervised()
+    if pytestconfig.getoption("--own"):
+        register_owner(pytestconfig, "supervised child", children=lambda: [s.proc.pid])
+    yield s
+    s.stop()
+
+def test_restarts_the_session_child(supervised):
+    supervised.restart()
+
+def test_later(supervised):  # keeps the session fixture alive past the first test's teardown
+    pass
+"""
+
+
+@pytest.mark.parametrize("owned", [True, False])
+def test_registered_owner_keeps_a_restarted_session_child_off_the_test(
+    pytester: pytest.Pytester, owned: bool
+) -> None:
+    pytester.makeconftest(
+        "def pytest_addoption(parser):\n    parser.addoption('--own', action='store_true')\n"
+    )
+    pytester.makepyfile(test_owner=RESTARTING_OWNER)
+    args = ["--harness-guard=strict", "-p", "no:randomly"] + (["--own"] if owned else [])
+    result = pytester.runpytest_subprocess(*args)
+    if owned:
+        result.assert_outcomes(passed=2)
+    else:  # without the registration the new child is (rightly) this test's finding
+        result.assert_outcomes(passed=2, errors=1)
+        result.stdout.fnmatch_lines(["*test_restarts_the_session_child*leaked*child*"])

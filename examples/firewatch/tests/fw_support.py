@@ -24,6 +24,8 @@ from typing import Any
 import pytest
 
 from harness import validation
+from harness.guard import register_owner
+from harness.mqtt import client_fds
 from harness.runtime import get_runtime
 from harness.topics import TopicNamespace, node_token
 
@@ -94,6 +96,16 @@ class Canary:
             self.close()
             raise AssertionError(f"harness: cross-talk canary could not subscribe on {host}:{port}")
 
+    def own(self, config: pytest.Config, name: str) -> None:
+        """The canary lives for the session and reconnects when its broker restarts during a
+        test: tell the resource guard that its socket and thread are the session's."""
+        register_owner(
+            config,
+            name,
+            lambda: client_fds(self.client),
+            threads=lambda: [t.ident] if (t := getattr(self.client, "_thread", None)) else [],
+        )
+
     def end_test(self) -> None:
         """Close the running test's window causally, not by the clock: publish a fence and wait
         until it comes back. Everything the broker routed before the fence (the test's own
@@ -120,12 +132,16 @@ _CANARIES: list[Canary] = []
 
 @pytest.fixture(scope="session")
 def crosstalk_canary(
-    mqtt_broker: Any, topic_namespace: TopicNamespace, firewatch_log_dir: Path
+    mqtt_broker: Any,
+    topic_namespace: TopicNamespace,
+    firewatch_log_dir: Path,
+    pytestconfig: pytest.Config,
 ) -> Iterator[Canary]:
     recorder = validation.CrossTalkRecorder(
         firewatch_log_dir, firewatch_log_dir.name, topic_namespace, [DEFAULT_PREFIX]
     )
     canary = Canary(mqtt_broker.host, mqtt_broker.port, recorder)
+    canary.own(pytestconfig, "firewatch canary (worker broker)")
     _CANARIES.append(canary)
     yield canary
     _CANARIES.remove(canary)
@@ -412,7 +428,10 @@ class SiteBroker:
 
 @pytest.fixture(scope="session")
 def site_broker(
-    session_containers: Any, topic_namespace: TopicNamespace, firewatch_log_dir: Path
+    session_containers: Any,
+    topic_namespace: TopicNamespace,
+    firewatch_log_dir: Path,
+    pytestconfig: pytest.Config,
 ) -> Iterator[SiteBroker]:
     from harness.docker_ready import MqttReady
 
@@ -430,6 +449,7 @@ def site_broker(
         firewatch_log_dir, f"{firewatch_log_dir.name}-site", topic_namespace, [DEFAULT_PREFIX]
     )
     canary = Canary(broker.host, broker.port, recorder)
+    canary.own(pytestconfig, "firewatch canary (site broker)")
     _CANARIES.append(canary)
     yield broker
     _CANARIES.remove(canary)
