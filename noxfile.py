@@ -61,14 +61,12 @@ def integration_auto(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none", allow_parallel=False)
 def tiers(session: nox.Session) -> None:
-    """Run tiers 1 -> 2 -> auto, stop at the first failure, print and save the table."""
+    """Run tiers 1 -> 2 -> auto (or HARNESS_TIERS), stop at the first failure, save the table."""
     _preflight(session, "auto")
     session.run(
         PY,
         "-m",
         "harness.tiers",
-        "--tiers",
-        "1,2,auto",
         "--suite",
         SUITE,
         "--json",

@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -26,6 +27,8 @@ from harness import settings
 from harness.settings import Option, parse_int
 
 settings.register(
+    Option("tiers", "Tiers `nox -s tiers` runs, in order (e.g. 1,2,auto,12).", "1,2,auto"),
+    Option("tier-repeat", "How many times `nox -s tiers` runs the whole sequence.", 1, parse_int),
     Option(
         "auto-workers",
         "Workers for -n auto (default: 2 x usable CPUs, cgroup quota included, at most 16).",
@@ -101,6 +104,8 @@ class TierResult:
     wall_s: float
     exit_code: int
     run_id: str
+    cpu_s: float = 0.0  # CPU seconds of the whole pytest process tree (workers, services)
+    round: int = 1
     speedup: float | None = None
     findings: tuple[str, ...] = field(default_factory=tuple)
     validation: dict[str, int] = field(default_factory=dict)
@@ -148,6 +153,11 @@ def _lock_path() -> Path:
     return root / f"tiers-{key}.lock"
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_tier(
     tier: str,
     suite: str = DEFAULT_SUITE,
@@ -190,8 +200,10 @@ def run_tier(
     try:
         echo(f"harness: tier {tier} (-n {workers}) run-id={run_id}: {' '.join(cmd[2:])}")
         start = time.perf_counter()
+        cpu0 = _children_cpu()
         proc = subprocess.run(cmd, env=env, check=False)
         wall = time.perf_counter() - start
+        cpu = _children_cpu() - cpu0
     finally:
         lock.release()
     tests, failures, errors, skipped = _junit_counts(junit)
@@ -215,6 +227,7 @@ def run_tier(
         wall_s=round(wall, 2),
         exit_code=proc.returncode,
         run_id=run_id,
+        cpu_s=round(cpu, 1),
         findings=tuple(findings),
         validation=figures,
     )
@@ -229,35 +242,39 @@ def run_tier(
 
 
 def with_speedups(results: Sequence[TierResult]) -> list[TierResult]:
-    if not results:
-        return []
-    base = results[0].wall_s
+    """Each row's speedup against the first tier of its own round."""
     out = []
+    base: dict[int, float] = {}
     for r in results:
-        speed = round(base / r.wall_s, 2) if r.wall_s > 0 else None
+        first = base.setdefault(r.round, r.wall_s)
+        speed = round(first / r.wall_s, 2) if r.wall_s > 0 else None
         out.append(TierResult(**{**asdict(r), "speedup": speed, "findings": r.findings}))
     return out
 
 
 def render_table(results: Sequence[TierResult]) -> str:
     head = (
+        "round",
         "tier",
         "workers",
         "tests",
         "passed",
         "failed",
         "wall s",
+        "cpu s",
         "speedup vs tier 1",
         "health-fail/orphans/x-talk",
     )
     rows = [
         (
+            str(r.round),
             r.tier,
             str(r.workers),
             str(r.tests),
             str(r.passed),
             str(r.failed),
             f"{r.wall_s:.1f}",
+            f"{r.cpu_s:.1f}",
             "-" if r.speedup is None else f"{r.speedup:.2f}x",
             "-"
             if not r.validation
@@ -283,40 +300,70 @@ def run_tiers(
     validators: Sequence[Validator] | None = None,
     echo: Callable[[str], None] = print,
     out_dir: Path = DEFAULT_OUT,
+    repeat: int = 1,
 ) -> list[TierResult]:
-    """Run tiers in order, stop at the first that fails; print the table, write JSON."""
+    """Run the tiers in order (``repeat`` times), stop at the first failing one; print the
+    table, write JSON. The speedup of a row is against the first tier of its round."""
     done: list[TierResult] = []
-    for i, tier in enumerate(tiers, 1):
-        echo(f"harness: [{i}/{len(tiers)}] tier {tier}")
-        result = run_tier(tier, suite, pytest_args, validators, echo, out_dir)
-        done.append(result)
-        if not result.ok:
-            rest = ", ".join(tiers[i:]) or "none"
-            echo(
-                f"harness: stopping at tier {tier} (not run: {rest}); rerun it alone with"
-                f" `nox -s integration-{tier}` and read the failures above"
-            )
+    total = len(tiers) * repeat
+    failed = False
+    for rnd in range(1, repeat + 1):
+        for i, tier in enumerate(tiers, 1):
+            step = (rnd - 1) * len(tiers) + i
+            echo(f"harness: [{step}/{total}] round {rnd}, tier {tier}")
+            result = run_tier(tier, suite, pytest_args, validators, echo, out_dir)
+            done.append(TierResult(**{**asdict(result), "round": rnd}))
+            if not result.ok:
+                rest = ", ".join(tiers[i:]) or "none"
+                echo(
+                    f"harness: stopping at tier {tier} of round {rnd} (not run: {rest}); rerun"
+                    f" it alone with `nox -s integration-{tier}` and read the failures above"
+                )
+                failed = True
+                break
+        if failed:
             break
     table = with_speedups(done)
     echo(render_table(table))
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"suite": suite, "cpus": usable_cpus(), "tiers": [asdict(r) for r in table]}
+        payload = {
+            "suite": suite,
+            "cpus": usable_cpus(),
+            "repeat": repeat,
+            "tiers": [asdict(r) for r in table],
+        }
         json_path.write_text(json.dumps(payload, indent=2) + "\n")
         echo(f"harness: tier table written to {json_path}")
     return table
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tiers_setting = settings.resolve("tiers")
+    repeat_setting = settings.resolve("tier-repeat")
     parser = argparse.ArgumentParser(prog="python -m harness.tiers", description=__doc__)
-    parser.add_argument("--tiers", default=",".join(DEFAULT_TIERS), help="e.g. 1,2,auto,12")
+    parser.add_argument(
+        "--tiers", default=str(tiers_setting.value), help="e.g. 1,2,auto,12 (HARNESS_TIERS)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=int(repeat_setting.value), help="HARNESS_TIER_REPEAT"
+    )
     parser.add_argument("--suite", default=DEFAULT_SUITE)
     parser.add_argument("--json", default=".harness/tiers.json", help="where to write the table")
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = parser.parse_args(argv)
     tiers = [t.strip() for t in args.tiers.split(",") if t.strip()]
-    results = run_tiers(tiers, args.suite, args.pytest_args, Path(args.json))
-    ok = len(results) == len(tiers) and all(r.ok for r in results)
+    for tier in tiers:
+        workers_for(tier)  # a bad tier stops here, before anything runs
+    if args.repeat < 1:
+        raise SystemExit(f"harness: --repeat={args.repeat} is below 1; give 1 or more rounds")
+    results = run_tiers(tiers, args.suite, args.pytest_args, Path(args.json), repeat=args.repeat)
+    ok = len(results) == len(tiers) * args.repeat and all(r.ok for r in results)
+    print(
+        "harness: tiers passed"
+        if ok
+        else "harness: tiers FAILED; rerun the failing tier alone (nox -s integration-N)"
+    )
     return 0 if ok else 1
 
 

@@ -135,8 +135,9 @@ def test_tiers_run_in_order_stop_at_first_failure_and_compute_the_table(tmp_path
     data = json.loads(out.read_text())
     assert [t["tier"] for t in data["tiers"]] == ["1", "2", "3"]
     text = "\n".join(lines)
-    assert "stopping at tier 3 (not run: 4)" in text
-    assert "tier  workers  tests  passed  failed" in text
+    assert "stopping at tier 3 of round 1 (not run: 4)" in text
+    assert "round  tier  workers  tests  passed  failed  wall s  cpu s" in text
+    assert all(r.cpu_s > 0 for r in results), "CPU of the pytest tree is measured"
 
 
 def test_a_validator_finding_fails_the_tier(tmp_path: Path) -> None:
@@ -163,3 +164,20 @@ def test_empty_suite_is_a_failing_tier(tmp_path: Path) -> None:
     assert results[0].exit_code == 5
     assert not results[0].ok
     assert "collected no tests" in results[0].findings[0]
+
+
+def test_repeat_runs_rounds_with_their_own_speedups(tmp_path: Path) -> None:
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_s.py").write_text("def test_ok(worker):\n    assert worker.run_id\n")
+    results = tiers.run_tiers(
+        ["1", "2"], str(suite), [], validators=[], out_dir=tmp_path / "out", repeat=2
+    )
+    assert [(r.round, r.tier) for r in results] == [(1, "1"), (1, "2"), (2, "1"), (2, "2")]
+    assert [r.speedup for r in results if r.tier == "1"] == [1.0, 1.0]
+    assert len({r.run_id for r in results}) == 4, "every tier run has its own run id"
+
+
+def test_bad_tier_names_are_refused_before_anything_runs() -> None:
+    with pytest.raises(SystemExit, match="tier 'many' is neither a number nor 'auto'"):
+        tiers.main(["--tiers", "1,many", "--suite", "nowhere"])
