@@ -10,12 +10,14 @@ from __future__ import annotations
 import sys
 
 import nox
+from nox.command import CommandFailed
 
 nox.options.sessions = ["tests"]
 nox.options.error_on_missing_interpreters = True
 
 PY = sys.executable
 SUITE = "examples/firewatch/tests"
+NO_TESTS = 5  # pytest's exit code when nothing was collected
 
 
 def _preflight(session: nox.Session, tier: str) -> None:
@@ -79,7 +81,15 @@ def tiers(session: nox.Session) -> None:
 @nox.session(venv_backend="none", allow_parallel=False)
 def tests(session: nox.Session) -> None:
     """Run harness's own test suite."""
-    session.run(PY, "-m", "pytest", *(session.posargs or ["tests"]))
+    try:
+        session.run(PY, "-m", "pytest", *(session.posargs or ["tests"]))
+    except CommandFailed as exc:
+        if exc.return_code == NO_TESTS:
+            session.error(
+                "harness: pytest collected no tests (exit 5); a run that tests nothing is a"
+                " failure: check the paths and -k/-m given after --"
+            )
+        raise
 
 
 @nox.session(venv_backend="none")

@@ -181,3 +181,9 @@ def test_repeat_runs_rounds_with_their_own_speedups(tmp_path: Path) -> None:
 def test_bad_tier_names_are_refused_before_anything_runs() -> None:
     with pytest.raises(SystemExit, match="tier 'many' is neither a number nor 'auto'"):
         tiers.main(["--tiers", "1,many", "--suite", "nowhere"])
+
+
+def test_nox_tests_session_fails_when_nothing_is_collected() -> None:
+    proc = _run(str(BIN / "nox"), "-s", "tests", "--", "-q", "-k", "no_test_has_this_name")
+    assert proc.returncode != 0
+    assert "pytest collected no tests (exit 5)" in proc.stderr + proc.stdout
