@@ -261,7 +261,10 @@ def test_failed_start_attaches_log_and_is_remembered(pytester: pytest.Pytester) 
     assert result.duration < 30
 
 
-def test_unavailable_broker_skips_or_fails_when_required(pytester: pytest.Pytester) -> None:
+def test_unavailable_broker_skips_or_fails_when_required(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("HARNESS_REQUIRE_BROKER", raising=False)  # CI sets it for the outer run
     pytester.makepyfile("def test_uses_monitor(mqtt_monitor): pass\n")
     args = ("--harness-broker=mosquitto", "--harness-mosquitto-binary=/nonexistent/mosquitto")
     skipped = pytester.runpytest_inprocess(*args, "-rs")  # nothing is started: in-process

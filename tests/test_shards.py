@@ -40,7 +40,8 @@ INNER = textwrap.dedent(
             "namespace": mqtt_monitor.namespace.prefix, "received": len(mqtt_monitor.messages),
             "foreign": mqtt_monitor.statistics().foreign, "container": box.name,
         }}
-        path = os.path.join(os.environ["SHARD_OUT"], f"{{worker.run_id}}-{{worker.worker_id}}-{{i}}.json")
+        name = f"{{worker.run_id}}-{{worker.worker_id}}-{{i}}.json"
+        path = os.path.join(os.environ["SHARD_OUT"], name)
         with open(path, "w") as fh:
             json.dump(record, fh)
         assert len(got) == {MESSAGES}

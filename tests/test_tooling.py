@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -187,3 +188,50 @@ def test_nox_tests_session_fails_when_nothing_is_collected() -> None:
     proc = _run(str(BIN / "nox"), "-s", "tests", "--", "-q", "-k", "no_test_has_this_name")
     assert proc.returncode != 0
     assert "pytest collected no tests (exit 5)" in proc.stderr + proc.stdout
+
+
+def test_invoke_preflight_passes_on_this_machine() -> None:
+    pre = _run(str(BIN / "invoke"), "preflight", "--workers", "2")
+    assert pre.returncode == 0, pre.stdout + pre.stderr
+    assert "harness: preflight ok" in pre.stdout
+
+
+@pytest.mark.docker
+def test_invoke_prune_dry_run_lists_then_prune_removes_only_that_worker() -> None:
+    import docker
+
+    from harness import labels
+
+    run = f"inv{os.getpid()}"
+    client = docker.from_env()
+    made = {
+        w: client.networks.create(
+            f"harness-inv-{w}-{run}",
+            labels={labels.RUN: run, labels.WORKER: w, labels.OWNER_PID: "1"},
+        )
+        for w in ("gw1", "gw2")
+    }
+    try:
+        dry = _run(str(BIN / "invoke"), "prune", "--worker", "gw1", "--run", run, "--dry-run")
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        assert made["gw1"].name in dry.stdout
+        assert made["gw2"].name not in dry.stdout
+        assert client.networks.list(names=[made["gw1"].name]), "a dry run removes nothing"
+        real = _run(str(BIN / "invoke"), "prune", "--worker", "gw1", "--run", run)
+        assert real.returncode == 0, real.stdout + real.stderr
+        assert not client.networks.list(
+            filters={"label": f"{labels.WORKER}=gw1", "name": made["gw1"].name}
+        )
+        assert client.networks.list(filters={"name": made["gw2"].name}), "gw2's stays"
+    finally:
+        for net in made.values():
+            with contextlib.suppress(docker.errors.NotFound):
+                net.remove()
+        client.close()
+
+
+@pytest.mark.parametrize("bad", ["../x", "gw1;rm", "gw", ""])
+def test_invoke_prune_refuses_bad_worker_values(bad: str) -> None:
+    proc = _run(str(BIN / "invoke"), "prune", "--worker", bad, "--dry-run")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "harness:" in proc.stdout + proc.stderr

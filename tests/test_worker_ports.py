@@ -31,7 +31,8 @@ IDENTITY_TEST = textwrap.dedent(
             "prefix": topic_namespace.prefix, "test_prefix": test_topics.prefix, "i": i,
         }
         assert port_block.port("mqtt") == record["mqtt"]  # stable per name
-        with open(os.path.join(out, f"{worker.worker_id}-{i}.json"), "w") as fh:
+        name = f"{worker.run_id}-{worker.worker_id}-{i}.json"  # two runs share this directory
+        with open(os.path.join(out, name), "w") as fh:
             json.dump(record, fh)
     """
 )
