@@ -189,4 +189,3 @@ def readme_with_table(text: str) -> str:
     marker_line, _, rest = rest.partition("\n")
     _, _, tail = rest.partition(END)
     return f"{head}{BEGIN}{marker_line}\n{markdown_table()}\n{END}{tail}"
-
