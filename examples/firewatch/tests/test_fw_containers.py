@@ -16,6 +16,13 @@ from harness.topics import TopicNamespace
 
 pytestmark = pytest.mark.docker
 
+# Each worker that runs a container test starts its own site broker container on its own network.
+# On a small machine a dozen workers creating containers at once make Docker the bottleneck
+# (setups grow from about 1 s to 6 s), so under `--dist loadgroup` these tests run in two lanes,
+# balanced by duration: at most two site brokers, and the heavy tests in different lanes.
+LANE_A = pytest.mark.xdist_group("firewatch-containers-a")
+LANE_B = pytest.mark.xdist_group("firewatch-containers-b")
+
 
 def detect(monitor: Any, camera: str, confidence: float = 0.93) -> None:
     monitor.publish(
@@ -31,6 +38,7 @@ def pump_state(monitor: Any, wanted: str, reason: str | None = None) -> dict[str
     return dict(monitor.wait_for("pump/state", predicate=match, timeout=15)[-1].json())
 
 
+@LANE_A
 def test_camera_container_runs_paho_16(fw_containers: ContainerServices, site_monitor: Any) -> None:
     fw_containers.start("camera", CAMERA_ID="c1")
     body = fw_containers.wait_online("camera-c1")
@@ -40,6 +48,7 @@ def test_camera_container_runs_paho_16(fw_containers: ContainerServices, site_mo
     assert found[0].json()["confidence"] == pytest.approx(0.88)
 
 
+@LANE_B
 def test_consensus_container_fires(fw_containers: ContainerServices, site_monitor: Any) -> None:
     fw_containers.start("consensus", CONSENSUS_THRESHOLD="2")
     for cam in ("a", "b"):
@@ -49,6 +58,7 @@ def test_consensus_container_fires(fw_containers: ContainerServices, site_monito
     assert site_monitor.wait_for("trigger/fire")[0].json()["cameras"] == ["a", "b"]
 
 
+@LANE_B
 def test_pump_container_simulated_gpio(fw_containers: ContainerServices, site_monitor: Any) -> None:
     fw_containers.start("pump")
     assert fw_containers.wait_online("pump")["gpio"] == "simulated"
@@ -58,6 +68,7 @@ def test_pump_container_simulated_gpio(fw_containers: ContainerServices, site_mo
     assert pump_state(site_monitor, "stopped", "low_water")["pump"] == 0
 
 
+@LANE_A
 def test_pipeline_all_containers(fw_containers: ContainerServices, site_monitor: Any) -> None:
     for service, env in [
         ("consensus", {}),
@@ -74,6 +85,7 @@ def test_pipeline_all_containers(fw_containers: ContainerServices, site_monitor:
     assert pump_state(site_monitor, "running")["valve"] == 1
 
 
+@LANE_A
 def test_container_sigterm_publishes_offline(
     fw_containers: ContainerServices, site_monitor: Any
 ) -> None:
@@ -86,6 +98,7 @@ def test_container_sigterm_publishes_offline(
     assert "signal 15: stopping" in handle.logs()
 
 
+@LANE_B
 def test_camera_container_killed_mid_test(
     fw_containers: ContainerServices, site_monitor: Any
 ) -> None:
@@ -108,6 +121,7 @@ def test_camera_container_killed_mid_test(
     assert site_monitor.wait_for("trigger/fire")[0].json()["cameras"] == ["k1", "k2"]
 
 
+@LANE_A
 def test_site_broker_killed_mid_test(
     fw_containers: ContainerServices, site_monitor: Any, site_broker: SiteBroker
 ) -> None:
@@ -143,6 +157,7 @@ def site_services(
     svc.close()
 
 
+@LANE_B
 def test_mixed_deployment_containers_subprocess_and_fake_gpio(
     fw_containers: ContainerServices,
     site_services: Services,
