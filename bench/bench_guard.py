@@ -65,9 +65,15 @@ def run_variant(suite: Path, args: list[str], report: Path | None = None) -> tup
 
 
 def bench_guard_overhead(
-    tests: int = 2000, modules: int = 20, repeats: int = 3, lsof: bool = True
+    tests: int = 2000,
+    modules: int = 20,
+    repeats: int = 3,
+    lsof: bool = True,
+    lsof_repeats: int | None = None,
 ) -> dict[str, Any]:
-    """Wall time per variant (best of ``repeats``) and the per-test overhead against ``off``."""
+    """Wall time per variant (best of ``repeats``, interleaved) and the per-test overhead against
+    ``off``. ``--lsof`` costs about 20x the others, so it may run fewer times (``lsof_repeats``)
+    while off/warn/strict get enough runs to rise above the machine's noise."""
     variants = dict(VARIANTS)
     if not lsof or shutil.which("lsof") is None:
         variants.pop("lsof")
@@ -76,8 +82,13 @@ def bench_guard_overhead(
         suite = make_suite(workdir, tests, modules)
         best: dict[str, float] = {}
         inner: dict[str, float] = {}
+        lsof_left = repeats if lsof_repeats is None else lsof_repeats
         for _ in range(repeats):
             for name, args in variants.items():
+                if name == "lsof":
+                    if lsof_left <= 0:
+                        continue
+                    lsof_left -= 1
                 report = workdir / f"{name}.json" if name in ("warn", "strict") else None
                 elapsed, _ = run_variant(suite, args, report)
                 best[name] = min(best.get(name, elapsed), elapsed)
@@ -90,6 +101,7 @@ def bench_guard_overhead(
             "tests": tests,
             "modules": modules,
             "repeats": repeats,
+            "lsof_repeats": repeats if lsof_repeats is None else lsof_repeats,
             "wall_s": {k: round(v, 3) for k, v in best.items()},
             "overhead_us_per_test": {
                 k: round((v - off) / tests * 1e6, 1) for k, v in best.items() if k != "off"

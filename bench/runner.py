@@ -47,7 +47,7 @@ FULL = Plan(
     process_starts=20,
     docker_starts=6,
     guard_tests=2000,
-    guard_repeats=2,
+    guard_repeats=6,
     fixture_tests=100,
     tiers=("1", "2", "auto", "12"),
     tier_args=(),
@@ -180,12 +180,17 @@ def section_containers(plan: Plan, echo: Echo) -> dict[str, Any]:
 def section_guard(plan: Plan, echo: Echo) -> dict[str, Any]:
     from bench import bench_guard
 
-    echo(f"guard: {plan.guard_tests} trivial tests x 4 variants x {plan.guard_repeats}")
+    echo(
+        f"guard: {plan.guard_tests} trivial tests, off/warn/strict x {plan.guard_repeats},"
+        " --lsof x 1"
+    )
     lsof = bench_guard.VARIANTS.get("lsof", [])
     if "--lsof" in lsof and "pytester" not in lsof:
         # --lsof belongs to the pytester plugin, which the generated suite does not load
         bench_guard.VARIANTS["lsof"] = ["-p", "pytester", *lsof]
-    data = bench_guard.bench_guard_overhead(tests=plan.guard_tests, repeats=plan.guard_repeats)
+    data = bench_guard.bench_guard_overhead(
+        tests=plan.guard_tests, repeats=plan.guard_repeats, lsof_repeats=1
+    )
     names = {
         "off": "guard off",
         "warn": "guard warn",
@@ -196,7 +201,7 @@ def section_guard(plan: Plan, echo: Echo) -> dict[str, Any]:
     for key, wall in data["wall_s"].items():
         row: dict[str, Any] = {
             "name": names[key],
-            "n": data["repeats"],
+            "n": data["lsof_repeats"] if key == "lsof" else data["repeats"],
             "median": wall,
             "p95": None,
             "detail": (
@@ -228,7 +233,8 @@ def section_guard(plan: Plan, echo: Echo) -> dict[str, Any]:
         "rows": rows,
         "raw": data,
         "notes": [
-            f"Best of {plan.guard_repeats} runs per variant (bench_guard.bench_guard_overhead;"
+            f"Best of {plan.guard_repeats} interleaved runs for off/warn/strict, one for --lsof"
+            " (bench_guard.bench_guard_overhead;"
             " the machine is shared, so the best run is the least disturbed), one fresh pytest"
             " process each. --lsof comes from pytest's pytester plugin, so that variant"
             " loads it (-p pytester).",
